@@ -1,0 +1,3 @@
+"""sparrow-sd: lossless speculative decoding for Video LLMs with text-anchored drafts."""
+
+__version__ = "0.1.0"
