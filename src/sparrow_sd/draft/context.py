@@ -1,0 +1,71 @@
+"""What the draft reads of the prompt: the text-anchored context.
+
+The target has read the whole prompt, video included. The draft gets one *item*
+per kept prompt position ``p`` (``p >= 1``): the embedding at ``p`` and the
+target's last-layer hidden state at ``p - 1``, the state that predicted ``p``.
+Which positions are kept is the visual mode:
+
+* ``none`` (Sparrow): text positions only; the visual block is cut out and the
+  items are renumbered, so the draft's cost does not depend on the video.
+* ``glimpse``: the text items, preceded by ``glimpse_tokens`` items that each
+  average a contiguous span of the visual positions (embedding slot: the
+  intermediate-layer states, hidden slot: the last-layer states).
+* ``full``: every position; visual items carry the vision features as embedding
+  (or, with ``ivsb_layer``, the target's intermediate-layer state there).
+* ``pruned``: the text plus an evenly spaced ``pruned_fraction`` of the visual
+  positions, carried as in ``full``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..targets.base import TargetPrefill
+from .config import DraftConfig
+
+
+@dataclass
+class DraftContext:
+    embeds: torch.Tensor  # (n, H)
+    hidden: torch.Tensor  # (n, H)
+    source: torch.Tensor  # (n,) prompt position of each item; -1 for a glimpse item
+
+    def __len__(self) -> int:
+        return self.source.shape[0]
+
+
+def kept_visual_positions(visual: torch.Tensor, config: DraftConfig) -> torch.Tensor:
+    """The visual positions the draft reads directly (full or pruned modes)."""
+    if config.visual_mode == "full":
+        return visual
+    if config.visual_mode == "pruned" and visual.numel():
+        keep = max(1, math.ceil(config.pruned_fraction * visual.numel()))
+        picks = torch.linspace(0, visual.numel() - 1, keep).round().long().unique()
+        return visual[picks.to(visual.device)]
+    return visual[:0]
+
+
+def build_draft_context(prefill: TargetPrefill, config: DraftConfig) -> DraftContext:
+    visual = prefill.visual_positions
+    visual_embeds = prefill.input_embeds
+    if config.ivsb_layer is not None:
+        visual_embeds = prefill.layer_hidden[config.ivsb_layer]
+
+    keep = torch.cat([prefill.text_positions, kept_visual_positions(visual, config)]).sort().values
+    keep = keep[keep >= 1]
+    is_visual = prefill.visual_mask[keep]
+    embeds = torch.where(is_visual[:, None], visual_embeds[keep], prefill.input_embeds[keep])
+    hidden = prefill.hidden[keep - 1]
+    source = keep
+
+    if config.visual_mode == "glimpse" and visual.numel():
+        spans = torch.tensor_split(visual, min(config.glimpse_tokens, visual.numel()))
+        g_embeds = torch.stack([visual_embeds[s].mean(0) for s in spans])
+        g_hidden = torch.stack([prefill.hidden[s].mean(0) for s in spans])
+        embeds = torch.cat([g_embeds, embeds])
+        hidden = torch.cat([g_hidden, hidden])
+        source = torch.cat([torch.full((len(spans),), -1, device=keep.device), keep])
+    return DraftContext(embeds=embeds, hidden=hidden, source=source)

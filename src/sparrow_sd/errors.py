@@ -1,0 +1,29 @@
+"""The errors sparrow-sd raises on bad input, each naming the problem.
+
+All derive from :class:`SparrowError`, so a command line can turn any of them into
+a one-line message instead of a traceback.
+"""
+
+
+class SparrowError(Exception):
+    """Base class of every error sparrow-sd raises on purpose."""
+
+
+class UnsupportedModelError(SparrowError, TypeError):
+    """The model is not one of the Video-LLM classes sparrow-sd has an adapter for."""
+
+
+class VideoTokenMismatchError(SparrowError, ValueError):
+    """The prompt's video placeholder tokens do not match the video's grid."""
+
+
+class DraftTargetMismatchError(SparrowError, ValueError):
+    """The draft was built for another target (hidden size, vocabulary, layer)."""
+
+
+class CacheCapacityError(SparrowError, RuntimeError):
+    """A KV cache was asked to hold more positions than it was allocated for."""
+
+
+class InvalidInputError(SparrowError, ValueError):
+    """An argument is out of range or inconsistent (shapes, lengths, settings)."""

@@ -1,0 +1,272 @@
+"""The target adapter: one interface over unmodified Hugging Face Video LLMs.
+
+The speculative loop needs three things from the big model, whatever its family:
+
+* ``prefill`` the prompt (video included) into a fresh cache, and hand back the
+  last token's logits, the hidden states the draft reuses, and which positions are
+  visual;
+* ``verify`` a tree of candidate tokens in one forward (custom 4-D mask, explicit
+  positions) and return logits and hidden states for every node;
+* ``commit`` the accepted path, so the cache holds exactly the accepted tokens.
+
+Only the parts that differ between families live in subclasses: how positions are
+numbered (M-RoPE for Qwen-VL, plain for LLaVA-OneVision) and how many placeholder
+tokens a video must occupy. Everything runs through the models' public inputs;
+the hidden states come from the base model's output and, for an intermediate
+layer, from a forward hook, so no modeling file is forked.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError, UnsupportedModelError, VideoTokenMismatchError
+from ..kv_cache import PreallocatedCache
+
+@dataclass
+class TargetPrefill:
+    """What the prompt's prefill leaves for the draft and the decoding loop.
+
+    All tensors are for the single sequence (no batch dimension).
+    """
+
+    input_ids: torch.Tensor  # (L,) the prompt, video placeholders included
+    visual_mask: torch.Tensor  # (L,) True where the position holds a visual token
+    input_embeds: torch.Tensor  # (L, H) embeddings as the target saw them (vision features merged in)
+    hidden: torch.Tensor  # (L, H) last-layer hidden states (after the final norm)
+    layer_hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (L, H) decoder layer outputs
+    last_logits: torch.Tensor | None = None  # (V,) float32, logits of the prompt's last token
+    video_token_id: int | None = None
+
+    @property
+    def num_visual_tokens(self) -> int:
+        return int(self.visual_mask.sum())
+
+    @property
+    def text_positions(self) -> torch.Tensor:
+        return (~self.visual_mask).nonzero().squeeze(-1)
+
+    @property
+    def visual_positions(self) -> torch.Tensor:
+        return self.visual_mask.nonzero().squeeze(-1)
+
+
+@dataclass
+class TargetVerify:
+    """The target's view of one candidate tree."""
+
+    logits: torch.Tensor  # (N, V) float32: the next-token logits at every node
+    hidden: torch.Tensor  # (N, H) last-layer hidden states at every node
+
+
+class TargetAdapter(ABC):
+    """Drives one Hugging Face Video LLM for speculative decoding (batch size 1)."""
+
+    #: Hugging Face classes (by name) this adapter accepts.
+    model_class_names: tuple[str, ...] = ()
+    #: Processor outputs, besides input_ids, that the model's forward takes for a video.
+    vision_input_keys: tuple[str, ...] = ("pixel_values_videos",)
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.base = model.model  # the `...Model` inside `...ForConditionalGeneration`
+        self.language_model = self.base.language_model
+        self.lm_head = model.get_output_embeddings()
+        self.text_config = model.config.get_text_config()
+        self.cache: PreallocatedCache | None = None
+        attn = getattr(self.text_config, "_attn_implementation", None) or "sdpa"
+        if attn not in ("sdpa", "eager"):
+            raise UnsupportedModelError(
+                f"attention implementation {attn!r} cannot take tree masks; load the model with "
+                "attn_implementation='sdpa' (or 'eager')."
+            )
+        self._additive_mask = attn == "eager"
+
+    # -- facts about the model -------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return self.text_config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.lm_head.weight.shape[0]
+
+    @property
+    def num_layers(self) -> int:
+        return self.text_config.num_hidden_layers
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    @property
+    def video_token_id(self) -> int:
+        return int(self.model.config.video_token_id)
+
+    def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """The target's own (frozen) input embedding, shared with the draft."""
+        return self.model.get_input_embeddings()(token_ids)
+
+    @property
+    def length(self) -> int:
+        """Positions currently held in the target's cache."""
+        return 0 if self.cache is None else self.cache.length
+
+    # -- family-specific parts -------------------------------------------------------------------
+    @abstractmethod
+    def expected_video_tokens(self, inputs: Mapping[str, torch.Tensor]) -> int:
+        """How many video placeholder tokens the prompt must hold for this video."""
+
+    @abstractmethod
+    def prompt_positions(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Position ids for the prompt in the model's format, and the offset of later positions.
+
+        Every position after the prompt is ``cache index + offset`` (M-RoPE's rope delta; 0
+        for plain RoPE).
+        """
+
+    @abstractmethod
+    def decode_positions(self, logical: torch.Tensor) -> torch.Tensor:
+        """Position ids in the model's format for tokens after the prompt.
+
+        ``logical`` (N,) holds each token's index in the sequence (its cache slot if it
+        were appended), for tree nodes ``length + depth``.
+        """
+
+    # -- the three operations --------------------------------------------------------------------
+    def validate_inputs(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Check batch size and the video placeholder count; return the (1, L) input ids."""
+        if "input_ids" not in inputs:
+            raise InvalidInputError("inputs must contain 'input_ids' (the processor's output)")
+        input_ids = inputs["input_ids"]
+        if input_ids.ndim != 2 or input_ids.shape[0] != 1:
+            raise InvalidInputError(f"batch size must be 1, got input_ids of shape {tuple(input_ids.shape)}")
+        if inputs.get("pixel_values") is not None:
+            raise InvalidInputError("image inputs are not supported; pass the video as pixel_values_videos")
+        found = int((input_ids == self.video_token_id).sum())
+        if inputs.get("pixel_values_videos") is None:
+            if found:
+                raise InvalidInputError(
+                    f"the prompt holds {found} video placeholder tokens but no pixel_values_videos were given"
+                )
+            return input_ids
+        expected = self.expected_video_tokens(inputs)
+        if found != expected:
+            raise VideoTokenMismatchError(
+                f"the prompt holds {found} video placeholder tokens (id {self.video_token_id}) but the video "
+                f"needs {expected}; build the prompt with the model's processor for this video"
+            )
+        return input_ids
+
+    @torch.inference_mode()
+    def prefill(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        capacity: int,
+        capture_layers: Sequence[int] = (),
+    ) -> TargetPrefill:
+        """Run the prompt into a fresh cache of ``capacity`` positions.
+
+        ``capture_layers`` are decoder-layer indices whose outputs the draft needs
+        (intermediate-layer visual state bridging); only those are kept.
+        """
+        input_ids = self.validate_inputs(inputs).to(self.device)
+        length = input_ids.shape[1]
+        if capacity < length + 1:
+            raise InvalidInputError(f"cache capacity {capacity} is smaller than the prompt ({length})")
+        for layer in capture_layers:
+            if not 0 <= layer < self.num_layers:
+                raise InvalidInputError(f"layer {layer} out of range: the target has {self.num_layers} layers")
+        self.cache = PreallocatedCache(self.num_layers, capacity)
+        positions, self.position_offset = self.prompt_positions(inputs)
+
+        captured: dict[str, torch.Tensor] = {}
+        hooks = [
+            self.language_model.register_forward_pre_hook(
+                lambda _m, _a, kwargs: captured.__setitem__("embeds", kwargs["inputs_embeds"]), with_kwargs=True
+            )
+        ]
+        for layer in capture_layers:
+            hooks.append(
+                self.language_model.layers[layer].register_forward_hook(
+                    lambda _m, _a, out, layer=layer: captured.__setitem__(
+                        f"layer{layer}", out[0] if isinstance(out, tuple) else out
+                    )
+                )
+            )
+        model_inputs = {
+            k: inputs[k].to(self.device) for k in self.vision_input_keys if inputs.get(k) is not None
+        }
+        try:
+            out = self.base(
+                input_ids=input_ids,
+                position_ids=positions.to(self.device),
+                past_key_values=self.cache,
+                use_cache=True,
+                **model_inputs,
+            )
+        finally:
+            for hook in hooks:
+                hook.remove()
+        hidden = out.last_hidden_state[0]
+        return TargetPrefill(
+            input_ids=input_ids[0],
+            visual_mask=input_ids[0] == self.video_token_id,
+            input_embeds=captured["embeds"][0],
+            hidden=hidden,
+            layer_hidden={layer: captured[f"layer{layer}"][0] for layer in capture_layers},
+            last_logits=self.lm_head(hidden[-1]).float(),
+            video_token_id=self.video_token_id,
+        )
+
+    def _tree_attention_mask(self, tree_mask: torch.Tensor) -> torch.Tensor:
+        """(1, 1, N, length + N): every node sees the whole cache and its own ancestors."""
+        n = tree_mask.shape[0]
+        mask = torch.ones(n, self.length + n, dtype=torch.bool, device=self.device)
+        mask[:, self.length :] = tree_mask.to(self.device)
+        mask = mask[None, None]
+        if self._additive_mask:
+            return torch.zeros(mask.shape, dtype=self.dtype, device=self.device).masked_fill(
+                ~mask, torch.finfo(self.dtype).min
+            )
+        return mask
+
+    @torch.inference_mode()
+    def verify(self, tokens: torch.Tensor, tree_mask: torch.Tensor, depths: torch.Tensor) -> TargetVerify:
+        """Score a candidate tree in one forward.
+
+        ``tokens`` (N,), node 0 the root (the last emitted token, not yet in the cache);
+        ``tree_mask`` (N, N) bool, True where a node may attend to another (ancestors and
+        itself); ``depths`` (N,), root 0. The nodes' keys are written after the cache's
+        current length; :meth:`commit` keeps the accepted ones.
+        """
+        if self.cache is None:
+            raise RuntimeError("verify() before prefill()")
+        self._tree_start = self.length
+        positions = self.decode_positions(self.length + depths.to(self.device))
+        out = self.base(
+            input_ids=tokens.to(self.device)[None],
+            position_ids=positions,
+            attention_mask=self._tree_attention_mask(tree_mask),
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        hidden = out.last_hidden_state[0]
+        return TargetVerify(logits=self.lm_head(hidden).float(), hidden=hidden)
+
+    def commit(self, nodes: torch.Tensor) -> None:
+        """Keep, of the tree just verified, only ``nodes`` (indices, root first, root to leaf)."""
+        self.cache.keep(self._tree_start, nodes)
+
+    def release(self) -> None:
+        """Free the cache (it can hold gigabytes at long context)."""
+        self.cache = None
