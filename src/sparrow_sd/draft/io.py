@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import InvalidInputError
@@ -40,7 +40,7 @@ def load_draft(folder: str | Path, device: str | torch.device = "cpu", dtype: to
         raise InvalidInputError(f"{folder / CONFIG_NAME} is not a valid draft config: {err}") from err
     try:
         state = load_file(str(folder / WEIGHTS_NAME))
-    except (SafetensorsError, OSError) as err:
+    except (SafetensorError, OSError) as err:
         raise InvalidInputError(f"{folder / WEIGHTS_NAME} cannot be read: {err}") from err
     draft = SparrowDraft(config)
     missing, unexpected = draft.load_state_dict(state, strict=False)

@@ -167,7 +167,7 @@ class _Narrator:
         out = [self.pick(_OPENINGS).format(list=listing, **self.count_words(n))]
         prev_end = 0
         for k, e in enumerate(s.events):
-            if e.frame - prev_end > 0.25 * T and T >= 32 and self.rng.random() < 0.5:
+            if e.frame - prev_end >= max(12, 0.12 * T) and self.rng.random() < 0.5:
                 out.append(self.pick(_QUIET))
             first, last = k == 0, k == len(s.events) - 1 and len(s.events) > 1
             conn = self.pick(_FIRST if first else _LAST if last else _MIDDLE)

@@ -71,7 +71,9 @@ class Scene:
     """Objects, events and the state of every object on every frame.
 
     visible: (T, N) bool, centre: (T, N, 2) float (x, y) in world units,
-    colour: (T, N) int index into vocab.COLOURS.  The world spans
+    colour: (T, N) int index into vocab.COLOURS, -1 on frames before the
+    object first appears (it does not exist yet).  At any frame, no two
+    existing objects share a colour, hidden ones included.  The world spans
     [0, aspect] x [0, 1] when aspect >= 1 (width >= height), else
     [0, 1] x [0, 1/aspect].
     """
@@ -104,7 +106,10 @@ class Scene:
         return self._names[obj_id]
 
     def colour_name(self, obj_id: int, t: int) -> str:
-        return COLOURS[int(self.colour[t, obj_id])]
+        c = int(self.colour[t, obj_id])
+        if c < 0:
+            raise ValueError(f"object {obj_id} does not exist yet at frame {t}")
+        return COLOURS[c]
 
     def visible_ids(self, t: int) -> list[int]:
         return [int(i) for i in np.flatnonzero(self.visible[t])]

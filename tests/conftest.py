@@ -1,0 +1,34 @@
+import functools
+
+import pytest
+import torch
+
+from sparrow_sd.testing import build_tiny_model, make_video_inputs
+
+torch.set_num_threads(2)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_model(arch: str, seed: int = 0, vocab_size: int = 128):
+    return build_tiny_model(arch, seed=seed, vocab_size=vocab_size)
+
+
+def prompt_inputs(model, arch: str, seed: int, frames: int = 4, before: int = 5, after: int = 6):
+    """A video prompt with random ordinary text around the video block."""
+    spec = model.tiny_spec
+    g = torch.Generator().manual_seed(seed)
+    hi = spec.text_token_range.stop
+    pre = torch.randint(0, hi, (before,), generator=g).tolist()
+    post = torch.randint(0, hi, (after,), generator=g).tolist()
+    return make_video_inputs(arch, model, num_frames=frames, prompt_ids_before=pre, prompt_ids_after=post, seed=seed)
+
+
+def hf_greedy(model, inputs, max_new_tokens: int, eos_token_id=None) -> list[int]:
+    kwargs = {} if eos_token_id is None else {"eos_token_id": eos_token_id}
+    out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, **kwargs)
+    return out[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+@pytest.fixture(params=["qwen2_vl", "qwen2_5_vl", "llava_onevision"])
+def arch(request):
+    return request.param
