@@ -263,6 +263,7 @@ class TargetAdapter(ABC):
         hidden = out.last_hidden_state[0]
         return TargetVerify(logits=self.lm_head(hidden).float(), hidden=hidden)
 
+    @torch.inference_mode()
     def commit(self, nodes: torch.Tensor) -> None:
         """Keep, of the tree just verified, only ``nodes`` (indices, root first, root to leaf)."""
         self.cache.keep(self._tree_start, nodes)

@@ -1,0 +1,165 @@
+"""The Sparrow draft: text-anchored context, video-independent cost, files, mismatches."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from conftest import prompt_inputs, tiny_model
+
+from sparrow_sd.draft import DraftConfig, SparrowDraft, build_draft_context, load_draft, save_draft
+from sparrow_sd.draft.kv import DraftKV
+from sparrow_sd.errors import DraftTargetMismatchError, InvalidInputError
+from sparrow_sd.generate import SpeculativeGenerator
+from sparrow_sd.proposers import SparrowProposer, TreeConfig
+from sparrow_sd.targets import wrap_target
+from sparrow_sd.testing import build_tiny_model, frames_for_tokens
+from sparrow_sd.testing.drafts import tiny_draft
+
+
+def prefill(model, arch, frames, layers=(1,)):
+    target = wrap_target(model)
+    inputs = prompt_inputs(model, arch, seed=0, frames=frames)
+    return target, target.prefill(inputs, inputs["input_ids"].shape[1] + 8, capture_layers=layers)
+
+
+class RecordingProposer(SparrowProposer):
+    """Records the number of items of every draft forward."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+        forward = self.draft.forward
+
+        def spy(embeds, hidden, kv, plan):
+            self.calls.append((embeds.shape[0], plan.key_slots.shape[0]))
+            return forward(embeds, hidden, kv, plan)
+
+        self.draft.forward = spy
+
+
+def test_draft_cost_does_not_depend_on_video_length(arch):
+    """Same prompt text, a ~60-token and a ~700-token video: identical draft input shapes."""
+    model = tiny_model(arch)
+    short, long = frames_for_tokens(arch, model.config, 60), frames_for_tokens(arch, model.config, 700)
+    runs = {}
+    for frames in (short, long):
+        proposer = RecordingProposer(tiny_draft(model, "none"), TreeConfig(depth=3, top_k=2, total_tokens=5))
+        inputs = prompt_inputs(model, arch, seed=0, frames=frames)
+        result = SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=12)
+        runs[frames] = (result.stats.visual_tokens, proposer.context_items, proposer.calls, result.stats.draft_cache_bytes)
+    (vs, ctx_s, calls_s, bytes_s), (vl, ctx_l, calls_l, bytes_l) = runs[short], runs[long]
+    assert vl > 8 * vs  # the long video really is long
+    assert ctx_s == ctx_l == 5 + 6 + (2 if arch != "llava_onevision" else 0) - 1  # text items only
+    assert calls_s[0] == calls_l[0] and calls_s[0][0] == ctx_s + 1  # draft prefill: prompt text + first token
+    assert calls_s[:3] == calls_l[:3]  # prefill, then the first tree's two levels of 2 nodes
+    assert calls_s[1][0] == calls_s[2][0] == 2
+    bound = ctx_s + 1 + 12 + 3 * 2  # prompt text, first token, generated tokens, tree scratch
+    assert max(keys for _, keys in calls_s + calls_l) <= bound  # never reads anything of the video
+    assert bytes_s == bytes_l
+
+
+def test_full_mode_grows_with_the_video(arch):
+    model = tiny_model(arch)
+    sizes = []
+    for tokens in (60, 300):
+        target, pre = prefill(model, arch, frames_for_tokens(arch, model.config, tokens))
+        sizes.append((pre.num_visual_tokens, len(build_draft_context(pre, tiny_draft(model, "full").config))))
+    (v1, n1), (v2, n2) = sizes
+    assert n2 - n1 == v2 - v1  # one item per visual token
+
+
+def test_context_per_visual_mode(arch):
+    model = tiny_model(arch)
+    target, pre = prefill(model, arch, frames_for_tokens(arch, model.config, 200))
+    n_text = int((~pre.visual_mask[1:]).sum())
+    n_vis = pre.num_visual_tokens
+    ctx = {mode: build_draft_context(pre, tiny_draft(model, mode).config) for mode in ("none", "glimpse", "full", "pruned")}
+    assert len(ctx["none"]) == n_text
+    assert not pre.visual_mask[ctx["none"].source].any()
+    assert len(ctx["glimpse"]) == n_text + 16 and (ctx["glimpse"].source[:16] == -1).all()
+    assert len(ctx["full"]) == n_text + n_vis
+    assert len(ctx["pruned"]) == n_text + -(-n_vis // 10)
+    # each item pairs the embedding at p with the target state at p - 1
+    full = ctx["full"]
+    torch.testing.assert_close(full.hidden, pre.hidden[full.source - 1])
+    torch.testing.assert_close(full.embeds, pre.input_embeds[full.source])
+    # glimpse items average the intermediate layer over spans of the video
+    glimpse = ctx["glimpse"]
+    layer = tiny_draft(model, "glimpse").config.ivsb_layer
+    first_span = torch.tensor_split(pre.visual_positions, 16)[0]
+    torch.testing.assert_close(glimpse.embeds[0], pre.layer_hidden[layer][first_span].mean(0))
+
+
+def test_ivsb_replaces_visual_embeddings_with_the_chosen_layer(arch):
+    model = tiny_model(arch)
+    target, pre = prefill(model, arch, 4, layers=(0, 1))
+    for layer in (0, 1):
+        ctx = build_draft_context(pre, tiny_draft(model, "full", ivsb_layer=layer).config)
+        visual = pre.visual_mask[ctx.source]
+        torch.testing.assert_close(ctx.embeds[visual], pre.layer_hidden[layer][ctx.source[visual]])
+        torch.testing.assert_close(ctx.embeds[~visual], pre.input_embeds[ctx.source[~visual]])
+
+
+def test_window_bounds_what_each_step_reads():
+    kv = DraftKV(num_kv_heads=1, head_dim=4, capacity=200, window=16, dtype=torch.float32, device="cpu")
+    kv.pin_prefix(6)
+    kv.plan_extend(6)
+    for _ in range(50):
+        plan = kv.plan_extend(3)
+        assert plan.key_slots.numel() <= 16 + 3
+        assert plan.mask.sum(1).max() <= 16
+        assert plan.mask[:, :6].all()  # the pinned prompt stays visible
+    depths = torch.tensor([1, 1])
+    plan = kv.plan_tree(depths, torch.eye(2, dtype=torch.bool))
+    assert plan.mask.shape == (2, plan.key_slots.numel()) and plan.mask.sum(1).max() <= 16 + 1
+    kv.rollback()
+    assert kv.length == kv.committed == 6 + 150
+
+
+def test_save_load_roundtrip_gives_identical_logits(tmp_path, arch):
+    model = tiny_model(arch)
+    vocab = torch.arange(0, 100, 3)
+    draft = tiny_draft(model, "glimpse", seed=3, draft_vocab=vocab)
+    torch.nn.init.normal_(draft.fc.weight)  # not just the initial state
+    save_draft(draft, tmp_path / "d")
+    names = set(load_file(tmp_path / "d" / "model.safetensors"))
+    assert {"fc.weight", "norm.weight", "lm_head.weight", "d2t", "t2d", "midlayer.self_attn.q_proj.weight"} <= names
+    loaded = load_draft(tmp_path / "d")
+    assert loaded.config == draft.config
+    target = wrap_target(model)
+    inputs = prompt_inputs(model, arch, seed=1, frames=4)
+    outs = []
+    for d in (draft, loaded):
+        proposer = SparrowProposer(d, TreeConfig(3, 2, 5))
+        pre = target.prefill(inputs, 200, proposer.capture_layers)
+        proposer.start(target, pre, 7, 20)
+        outs.append((proposer._root_logits.clone(), proposer.propose().tokens))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
+    assert torch.equal(outs[0][1], outs[1][1])
+    # a reduced vocabulary only ever proposes its own tokens
+    assert set(outs[0][1][1:].tolist()) <= set(vocab.tolist())
+
+
+def test_load_refuses_missing_or_corrupt_files(tmp_path):
+    with pytest.raises(InvalidInputError, match="config.json is missing"):
+        load_draft(tmp_path)
+    draft = tiny_draft(tiny_model("qwen2_vl"))
+    save_draft(draft, tmp_path / "d")
+    (tmp_path / "d" / "model.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(InvalidInputError, match="cannot be read"):
+        load_draft(tmp_path / "d")
+
+
+def test_mismatched_draft_is_refused():
+    qwen = tiny_model("qwen2_vl")
+    wide = build_tiny_model("qwen2_vl", vocab_size=160)
+    llava = tiny_model("llava_onevision")
+    draft = tiny_draft(qwen)
+    inputs = prompt_inputs(wide, "qwen2_vl", seed=0)
+    with pytest.raises(DraftTargetMismatchError, match="vocabulary 128 vs target 160"):
+        SpeculativeGenerator(wide, SparrowProposer(draft)).generate(inputs, max_new_tokens=4)
+    with pytest.raises(DraftTargetMismatchError, match="built for qwen2_vl"):
+        SpeculativeGenerator(llava, SparrowProposer(draft)).generate(prompt_inputs(llava, "llava_onevision", 0), 4)
+    with pytest.raises(DraftTargetMismatchError, match="hidden size"):
+        SparrowDraft.from_target(wrap_target(qwen), DraftConfig(32, 64, 2, 1, vocab_size=128))
+    with pytest.raises(DraftTargetMismatchError, match="IVSB layer 9"):
+        tiny_draft(qwen, "glimpse", ivsb_layer=9)
