@@ -53,9 +53,13 @@ class PositionIndexedLayer(CacheLayerMixin):
                 f"KV cache holds {self.capacity} positions but {end} are needed; "
                 "build the cache with a larger capacity (prompt + max_new_tokens + tree size)."
             )
-        self.keys[:, :, self.length : end] = key_states
-        self.values[:, :, self.length : end] = value_states
-        self.length = end
+        start, self.length = self.length, end
+        self.keys[:, :, start:end] = key_states
+        self.values[:, :, start:end] = value_states
+        if start == 0:
+            # Prefill: hand back the contiguous inputs. A strided view of the buffer would
+            # push SDPA off its fused CPU kernel onto the path that materialises L x L scores.
+            return key_states, value_states
         return self.keys[:, :, :end], self.values[:, :, :end]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
