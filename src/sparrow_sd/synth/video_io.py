@@ -17,8 +17,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..errors import SparrowError
 
-class VideoDecodeError(Exception):
+
+class VideoDecodeError(SparrowError):
     """Base class: the file could not give any video frames."""
 
 
