@@ -27,3 +27,11 @@ class CacheCapacityError(SparrowError, RuntimeError):
 
 class InvalidInputError(SparrowError, ValueError):
     """An argument is out of range or inconsistent (shapes, lengths, settings)."""
+
+
+class AssetError(SparrowError):
+    """A weight file sparrow-sd needs is missing, corrupt or of the wrong shape.
+
+    The message names the file and the command (usually ``make assets``) that
+    fetches or rebuilds it.
+    """

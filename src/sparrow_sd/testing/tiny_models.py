@@ -108,6 +108,10 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
 )
 
+# the patch layout is shared with the testbed processor, so it lives there
+from ..testbed.patches import qwen_grid as _qwen_grid
+from ..testbed.patches import qwen_patchify as _qwen_patchify
+
 ARCHS = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
 QWEN_ARCHS = ("qwen2_vl", "qwen2_5_vl")
 
@@ -359,15 +363,6 @@ def default_frame_size(arch: str, config) -> tuple[int, int]:
     return vc.image_size, vc.image_size
 
 
-def _qwen_grid(vc, num_frames: int, height: int, width: int) -> tuple[int, int, int]:
-    """(grid_t, grid_h, grid_w) in patches, frames padded like the processor."""
-    unit = vc.patch_size * vc.spatial_merge_size
-    if height % unit or width % unit:
-        raise ValueError(f"height and width must be multiples of patch_size*merge_size={unit}, got {height}x{width}")
-    grid_t = math.ceil(num_frames / vc.temporal_patch_size)
-    return grid_t, height // vc.patch_size, width // vc.patch_size
-
-
 def _llava_tokens_per_frame(config, height: int, width: int) -> int:
     vc = config.vision_config
     if height != vc.image_size or width != vc.image_size:
@@ -415,26 +410,6 @@ def frames_for_tokens(
     per_step = num_video_tokens(arch, config, step, height, width) - fixed
     steps = max(1, round((target_tokens - fixed) / per_step))
     return steps * step
-
-
-def _qwen_patchify(video: torch.Tensor, vc) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, C, H, W) frames -> flattened patches and their (1, 3) grid.
-
-    Rows are ordered (t, h-block, w-block, h-in-block, w-in-block) so that
-    every ``merge**2`` consecutive rows form one merge group, as the Qwen video
-    processor lays them out; each row is (C, temporal, patch, patch) flattened.
-    """
-    tps, p, m = vc.temporal_patch_size, vc.patch_size, vc.spatial_merge_size
-    frames, channels, height, width = video.shape
-    grid_t, grid_h, grid_w = _qwen_grid(vc, frames, height, width)
-    pad = grid_t * tps - frames
-    if pad:
-        video = torch.cat([video, video[-1:].expand(pad, -1, -1, -1)], dim=0)
-    x = video.reshape(grid_t, tps, channels, grid_h // m, m, p, grid_w // m, m, p)
-    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    patches = x.reshape(grid_t * grid_h * grid_w, channels * tps * p * p)
-    grid = torch.tensor([[grid_t, grid_h, grid_w]], dtype=torch.long)
-    return patches, grid
 
 
 def random_video(num_frames: int, height: int, width: int, seed: int = 0, channels: int = 3) -> torch.Tensor:
