@@ -280,12 +280,13 @@ class TargetAdapter(ABC):
         self._tree_start = self.length
         positions = self.decode_positions(self.length + depths.to(self.device))
         # One query: transformers' own single-token path (pack_gqa) is the faster one.
-        gqa = sdpa_native_gqa() if tokens.numel() > 1 else contextlib.nullcontext()
+        single = tokens.numel() == 1  # a lone root sees the whole cache: no mask needed
+        gqa = contextlib.nullcontext() if single else sdpa_native_gqa()
         with gqa:
             out = self.base(
                 input_ids=tokens.to(self.device)[None],
                 position_ids=positions,
-                attention_mask=self._tree_attention_mask(tree_mask),
+                attention_mask=None if single else self._tree_attention_mask(tree_mask),
                 past_key_values=self.cache,
                 use_cache=True,
             )

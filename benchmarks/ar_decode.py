@@ -1,0 +1,62 @@
+"""Plain decoding per token: Hugging Face ``generate`` (DynamicCache) vs our loop (preallocated cache).
+
+Uses a random-weight model with the testbed target's shapes (SmolLM2-135M text
+stack inside Qwen2-VL, small vision tower): timing needs the shapes, not the
+weights. Both runs decode the same prompt greedily; the script checks the tokens
+match and prints per-token decode time, prefill excluded (HF's decode time is
+``generate(n) - generate(1)``, divided by n - 1).
+
+    .venv/bin/python benchmarks/ar_decode.py --visual-tokens 1000 4000
+"""
+
+import argparse
+import time
+
+import torch
+from transformers import Qwen2VLForConditionalGeneration
+
+from sparrow_sd.generate import SpeculativeGenerator
+from sparrow_sd.testing import frames_for_tokens, make_video_inputs, tiny_config
+
+
+def testbed_shaped_model() -> Qwen2VLForConditionalGeneration:
+    config = tiny_config("qwen2_vl", vocab_size=49156)
+    text = config.text_config
+    text.hidden_size, text.intermediate_size, text.num_hidden_layers = 576, 1536, 30
+    text.num_attention_heads, text.num_key_value_heads, text.head_dim = 9, 3, 64
+    text.layer_types = ["full_attention"] * 30
+    text.rope_parameters = {"rope_type": "default", "rope_theta": 100000.0, "mrope_section": [8, 12, 12]}
+    config.vision_config.hidden_size = 576
+    torch.manual_seed(0)
+    return Qwen2VLForConditionalGeneration(config).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visual-tokens", type=int, nargs="+", default=[1000, 4000])
+    parser.add_argument("--new-tokens", type=int, default=24)
+    args = parser.parse_args()
+    model = testbed_shaped_model()
+    n = args.new_tokens
+    print(f"threads={torch.get_num_threads()} new_tokens={n}")
+    for visual in args.visual_tokens:
+        frames = frames_for_tokens("qwen2_vl", model.config, visual)
+        inputs = make_video_inputs("qwen2_vl", model, num_frames=frames, prompt_ids_before=[1, 2, 3],
+                                   prompt_ids_after=list(range(10, 30)))
+        prompt = inputs["input_ids"].shape[1]
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            model.generate(**inputs, do_sample=False, max_new_tokens=1)
+            t1 = time.perf_counter()
+            ref = model.generate(**inputs, do_sample=False, max_new_tokens=n)[0, prompt:].tolist()
+            t2 = time.perf_counter()
+        hf_per_token = ((t2 - t1) - (t1 - t0)) / (n - 1)
+        ours = SpeculativeGenerator(model).generate(inputs, max_new_tokens=n)
+        ours_per_token = ours.stats.decode_s / (n - 1)
+        print(f"prompt {prompt:6d} tokens: HF generate {hf_per_token * 1000:7.1f} ms/token | "
+              f"sparrow AR {ours_per_token * 1000:7.1f} ms/token | ratio {hf_per_token / ours_per_token:.2f}x | "
+              f"identical: {ours.tokens == ref}")
+
+
+if __name__ == "__main__":
+    main()
