@@ -3,8 +3,8 @@
 Uses a random-weight model with the testbed target's shapes (SmolLM2-135M text
 stack inside Qwen2-VL, small vision tower): timing needs the shapes, not the
 weights. Both runs decode the same prompt greedily; the script checks the tokens
-match and prints per-token decode time, prefill excluded (HF's decode time is
-``generate(n) - generate(1)``, divided by n - 1).
+match and prints per-token decode time, prefill excluded: for ``generate`` the
+time from its first emitted token to its last, taken by a streamer.
 
     .venv/bin/python benchmarks/ar_decode.py --visual-tokens 1000 4000
 """
@@ -17,6 +17,19 @@ from transformers import Qwen2VLForConditionalGeneration
 
 from sparrow_sd.generate import SpeculativeGenerator
 from sparrow_sd.testing import frames_for_tokens, make_video_inputs, tiny_config
+
+
+class StepClock:
+    """A ``generate`` streamer that only records when each token arrives."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def put(self, value):
+        self.times.append(time.perf_counter())
+
+    def end(self):
+        pass
 
 
 def testbed_shaped_model() -> Qwen2VLForConditionalGeneration:
@@ -44,13 +57,12 @@ def main() -> None:
         inputs = make_video_inputs("qwen2_vl", model, num_frames=frames, prompt_ids_before=[1, 2, 3],
                                    prompt_ids_after=list(range(10, 30)))
         prompt = inputs["input_ids"].shape[1]
+        clock = StepClock()
         with torch.inference_mode():
-            t0 = time.perf_counter()
-            model.generate(**inputs, do_sample=False, max_new_tokens=1)
-            t1 = time.perf_counter()
-            ref = model.generate(**inputs, do_sample=False, max_new_tokens=n)[0, prompt:].tolist()
-            t2 = time.perf_counter()
-        hf_per_token = ((t2 - t1) - (t1 - t0)) / (n - 1)
+            ref = model.generate(**inputs, do_sample=False, max_new_tokens=n, streamer=clock)[0, prompt:].tolist()
+        # put() is called with the prompt, then once per new token: the first new token
+        # arrives after the prefill, so decode time runs from it to the last.
+        hf_per_token = (clock.times[-1] - clock.times[-n]) / (n - 1)
         ours = SpeculativeGenerator(model).generate(inputs, max_new_tokens=n)
         ours_per_token = ours.stats.decode_s / (n - 1)
         print(f"prompt {prompt:6d} tokens: HF generate {hf_per_token * 1000:7.1f} ms/token | "

@@ -17,7 +17,7 @@ def test_prefill_matches_plain_forward(arch):
     with torch.no_grad():
         ref = model(**inputs, output_hidden_states=True)
     target = wrap_target(model)
-    pre = target.prefill(inputs, capacity=inputs["input_ids"].shape[1] + 4, capture_layers=(1,))
+    pre = target.prefill(inputs, room=4, capture_layers=(1,))
     torch.testing.assert_close(pre.last_logits, ref.logits[0, -1].float())
     torch.testing.assert_close(pre.hidden, ref.hidden_states[-1][0])
     torch.testing.assert_close(pre.layer_hidden[1], ref.hidden_states[2][0])  # [0] is the embeddings
@@ -41,7 +41,7 @@ def test_tree_verify_equals_sequential_decoding(arch):
     target = wrap_target(model)
     parents = torch.tensor([-1, 0, 0, 1, 1, 3])
     tokens = torch.tensor([5, 9, 17, 23, 4, 42])
-    target.prefill(inputs, capacity=200)
+    target.prefill(inputs, room=64)
     start = target.length
     tree = target.verify(tokens, tree_attention_mask(parents), tree_depths(parents))
     for node, path in {3: [0, 1, 3], 5: [0, 1, 3, 5], 2: [0, 2]}.items():

@@ -122,8 +122,8 @@ class SpeculativeGenerator:
 
         self._sync()
         t0 = time.perf_counter()
-        capacity = target.validate_inputs(inputs).shape[1] + max_new_tokens + proposer.max_tree_nodes + 1
-        prefill = target.prefill(inputs, capacity, proposer.capture_layers)
+        room = max_new_tokens + proposer.max_tree_nodes + 1
+        prefill = target.prefill(inputs, room, proposer.capture_layers)
         tokens = [choose(prefill.last_logits)]
         self._sync()
         t1 = time.perf_counter()

@@ -80,7 +80,7 @@ def tree_position_ids(depths: torch.Tensor, start: int, offset: int = 0, mrope: 
     """Position ids of tree nodes that follow ``start`` cached positions.
 
     A node at depth d sits where it would sit in a plain sequence: ``start + d``,
-    plus ``offset`` (Qwen-VL's rope delta). Siblings share a position. Plain RoPE
+    plus ``offset`` (for Qwen-VL, where text resumes after the video). Siblings share a position. Plain RoPE
     gives (1, N); M-RoPE gives (3, 1, N) with the three components equal, as for
     any text token after the prompt.
     """

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, UnsupportedModelError, VideoTokenMismatchError
 from ..kv_cache import PreallocatedCache
+from ..tree import tree_position_ids
 
 @contextmanager
 def sdpa_native_gqa() -> Iterator[None]:
@@ -95,6 +96,8 @@ class TargetAdapter(ABC):
 
     #: Hugging Face classes (by name) this adapter accepts.
     model_class_names: tuple[str, ...] = ()
+    #: Whether positions are M-RoPE's (3, 1, N) rather than plain (1, N).
+    mrope: bool = False
     #: Processor outputs, besides input_ids, that the model's forward takes for a video.
     vision_input_keys: tuple[str, ...] = ("pixel_values_videos",)
 
@@ -156,16 +159,8 @@ class TargetAdapter(ABC):
     def prompt_positions(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """Position ids for the prompt in the model's format, and the offset of later positions.
 
-        Every position after the prompt is ``cache index + offset`` (M-RoPE's rope delta; 0
-        for plain RoPE).
-        """
-
-    @abstractmethod
-    def decode_positions(self, logical: torch.Tensor) -> torch.Tensor:
-        """Position ids in the model's format for tokens after the prompt.
-
-        ``logical`` (N,) holds each token's index in the sequence (its cache slot if it
-        were appended), for tree nodes ``length + depth``.
+        Every position after the prompt is ``cache index + offset``, all M-RoPE rows equal
+        (0 for plain RoPE; see :mod:`.qwen_vl` for how Qwen-VL's offset is chosen).
         """
 
     # -- the three operations --------------------------------------------------------------------
@@ -197,22 +192,23 @@ class TargetAdapter(ABC):
     def prefill(
         self,
         inputs: Mapping[str, torch.Tensor],
-        capacity: int,
+        room: int,
         capture_layers: Sequence[int] = (),
     ) -> TargetPrefill:
-        """Run the prompt into a fresh cache of ``capacity`` positions.
+        """Run the prompt into a fresh cache with ``room`` free positions after it
+        (new tokens plus the largest tree).
 
         ``capture_layers`` are decoder-layer indices whose outputs the draft needs
         (intermediate-layer visual state bridging); only those are kept.
         """
         input_ids = self.validate_inputs(inputs).to(self.device)
         length = input_ids.shape[1]
-        if capacity < length + 1:
-            raise InvalidInputError(f"cache capacity {capacity} is smaller than the prompt ({length})")
+        if room < 1:
+            raise InvalidInputError(f"the cache needs room for at least one token after the prompt, got {room}")
         for layer in capture_layers:
             if not 0 <= layer < self.num_layers:
                 raise InvalidInputError(f"layer {layer} out of range: the target has {self.num_layers} layers")
-        self.cache = PreallocatedCache(self.num_layers, capacity)
+        self.cache = PreallocatedCache(self.num_layers, length + room)
         positions, self.position_offset = self.prompt_positions(inputs)
 
         captured: dict[str, torch.Tensor] = {}
@@ -278,7 +274,7 @@ class TargetAdapter(ABC):
         if self.cache is None:
             raise RuntimeError("verify() before prefill()")
         self._tree_start = self.length
-        positions = self.decode_positions(self.length + depths.to(self.device))
+        positions = tree_position_ids(depths, self.length, self.position_offset, self.mrope).to(self.device)
         # One query: transformers' own single-token path (pack_gqa) is the faster one.
         single = tokens.numel() == 1  # a lone root sees the whole cache: no mask needed
         gqa = contextlib.nullcontext() if single else sdpa_native_gqa()

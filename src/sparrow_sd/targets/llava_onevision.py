@@ -27,6 +27,3 @@ class LlavaOnevisionTarget(TargetAdapter):
 
     def prompt_positions(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         return torch.arange(inputs["input_ids"].shape[1])[None], 0
-
-    def decode_positions(self, logical: torch.Tensor) -> torch.Tensor:
-        return logical.view(1, -1)

@@ -8,7 +8,8 @@ Face's ``generate`` numbers them in transformers 5.x. (The model's own cached
 forward would instead continue from ``max(position) + 1`` via its rope delta; the
 two differ whenever a video's temporal positions reach past the text after it,
 the usual case for long videos, and ``generate`` is the reference we must match.)
-Tree nodes at depth d get ``last + (length - L) + d + 1``.
+Tree nodes at depth d get ``last + (length - L) + d + 1``, i.e. ``length + d`` plus
+the offset that :meth:`prompt_positions` returns.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _TEXT, _IMAGE, _VIDEO = 0, 1, 2
 class QwenVLTarget(TargetAdapter):
     model_class_names = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
     vision_input_keys = ("pixel_values_videos", "video_grid_thw")
+    mrope = True
 
     def expected_video_tokens(self, inputs: Mapping[str, torch.Tensor]) -> int:
         grid = inputs.get("video_grid_thw")
@@ -59,6 +61,3 @@ class QwenVLTarget(TargetAdapter):
             **extra,
         )
         return positions, int(positions[0, 0, -1]) + 1 - input_ids.shape[1]
-
-    def decode_positions(self, logical: torch.Tensor) -> torch.Tensor:
-        return (logical + self.position_offset).view(1, 1, -1).expand(3, 1, -1).contiguous()
