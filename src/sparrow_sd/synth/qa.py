@@ -149,23 +149,17 @@ def _single_recolour(s: Scene, rng) -> tuple[int, Event] | None:
     return i, s.events_of(i, "colour_change")[0]
 
 
-def _colour_change_to(s: Scene, rng) -> QA | None:
+def _colour_change(s: Scene, rng, after: bool) -> QA | None:
+    """The colour an object that changes colour once turns into (after) or had before."""
     hit = _single_recolour(s, rng)
     if hit is None:
         return None
     i, e = hit
     name = s.name(i)
-    q = _pick(rng, (f"What colour does the {name} turn into?", f"What colour does the {name} change to?",
-                    f"Which colour does the {name} become when it changes colour?"))
-    return QA(q, e.colour_to, "colour_change_to", (e.frame,))
-
-
-def _colour_change_from(s: Scene, rng) -> QA | None:
-    hit = _single_recolour(s, rng)
-    if hit is None:
-        return None
-    i, e = hit
-    name = s.name(i)
+    if after:
+        q = _pick(rng, (f"What colour does the {name} turn into?", f"What colour does the {name} change to?",
+                        f"Which colour does the {name} become when it changes colour?"))
+        return QA(q, e.colour_to, "colour_change_to", (e.frame,))
     q = _pick(rng, (f"What colour was the {name} before it changed colour?",
                     f"Before changing colour, what colour was the {name}?"))
     return QA(q, e.colour_from, "colour_change_from", (e.frame - 1,))
@@ -231,8 +225,8 @@ _ASKERS = {
     "colour_last_appear": lambda s, r: _colour_appear(s, r, -1, "colour_last_appear"),
     "move_direction": _move_direction,
     "which_moved": _which_moved,
-    "colour_change_to": _colour_change_to,
-    "colour_change_from": _colour_change_from,
+    "colour_change_to": lambda s, rng: _colour_change(s, rng, after=True),
+    "colour_change_from": lambda s, rng: _colour_change(s, rng, after=False),
     "count_colour_changes": _count_colour_changes,
     "shape_disappear": _shape_disappear,
     "meet_partner": _meet_partner,
