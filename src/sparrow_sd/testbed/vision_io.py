@@ -25,6 +25,8 @@ from safetensors.torch import save_file
 
 from ..errors import AssetError
 from .config import TestbedConfig
+from .lora import PREFIX as LORA_PREFIX
+from .lora import merge_state
 
 FORMAT = "sparrow-testbed-vision/1"
 VISUAL_PREFIX = "model.visual."
@@ -57,14 +59,16 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_vision_weights(model, path: str | os.PathLike) -> Path:
+def save_vision_weights(model, path: str | os.PathLike, lora_state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the vision tower, merger and added token rows of a testbed ``model`` to ``path``.
 
-    Saved in the model's current dtype; the file is written next to the
+    ``lora_state`` (``LoRA.state()``) adds the language model's low-rank
+    update, which loading merges into SmolLM2's weights. Saved in the model's current dtype; the file is written next to the
     destination first and renamed, so an interrupted save leaves no half file.
     """
     path = Path(path)
     state = {k: v.detach().contiguous().cpu().clone() for k, v in trained_state(model).items()}
+    state.update({k: v.detach().contiguous().cpu().clone() for k, v in (lora_state or {}).items()})
     metadata = {
         "format": FORMAT,
         "testbed_config": model.testbed_config.to_json(),
@@ -130,6 +134,9 @@ def load_vision_weights(model, path: str | os.PathLike) -> None:
     differences = config_differences(saved_config, model.testbed_config)
     if differences:
         raise AssetError(f"{path} was trained for another testbed config: " + "; ".join(differences))
+    lora = {k: v for k, v in state.items() if k.startswith(LORA_PREFIX)}
+    state = {k: v for k, v in state.items() if not k.startswith(LORA_PREFIX)}
+    _check_lora(model, lora, path)
     expected = trained_state(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -147,3 +154,21 @@ def load_vision_weights(model, path: str | os.PathLike) -> None:
         raise AssetError(f"{path} is corrupt: non-finite values in {bad[:4]}")
     for name, dest in expected.items():
         dest.copy_(state[name].to(dest.dtype))
+    modules = dict(model.named_modules())
+    merge_state({k[len(LORA_PREFIX) : -2]: modules[k[len(LORA_PREFIX) : -2]] for k in lora if k.endswith(".a")}, lora)
+
+
+def _check_lora(model, lora: dict[str, torch.Tensor], path) -> None:
+    """Every ``lora.<path>.a/.b`` pair names a linear layer of ``model`` and fits its shape."""
+    modules = dict(model.named_modules())
+    for key in lora:
+        if not key.endswith((".a", ".b")):
+            raise AssetError(f"{path} has an unexpected LoRA tensor {key}")
+        name = key[len(LORA_PREFIX) : -2]
+        module = modules.get(name)
+        pair = f"{LORA_PREFIX}{name}." + ("b" if key.endswith(".a") else "a")
+        if not isinstance(module, torch.nn.Linear) or pair not in lora:
+            raise AssetError(f"{path} has a LoRA update for {name}, which the testbed lacks or is incomplete")
+        a, b = (lora[key], lora[pair]) if key.endswith(".a") else (lora[pair], lora[key])
+        if a.shape[1] != module.in_features or b.shape[0] != module.out_features or a.shape[0] != b.shape[1]:
+            raise AssetError(f"{path} has a LoRA update of the wrong shape for {name}")

@@ -1,0 +1,297 @@
+"""Training the testbed's vision tower on SynthVideo (LLaVA stage 1, plus a small LoRA).
+
+Two stages, both on freshly generated clips (a clip costs milliseconds, so
+the data never repeats and nothing is stored):
+
+1. **Grounding** (cheap, no language model): the vision tower and merger
+   learn to say, for every visual token, which colour, shape and size covers
+   its 8x8-pixel cell over the frame pair (soft labels: pixel fractions read
+   from the scene's ground truth), through a linear probe on the merger
+   output. A forward of the vision tower alone costs a fraction of the
+   language model's, so thousands of steps fit in minutes and the features
+   the language model later reads are already about objects.
+2. **Language** (the LLaVA step): clip and conversation through the frozen
+   SmolLM2 (bf16 autocast), cross-entropy on the answer tokens only. A
+   conversation holds every question the clip answers plus, half the time,
+   the detailed description, in shuffled order, so one costly video forward
+   teaches many answers. The vision tower, the merger and a rank-8 LoRA on
+   the attention projections train; the probe loss stays on at a small
+   weight. Clip lengths vary (and a few long clips are mixed in) so that the
+   answers do not depend on the video's length.
+
+Held-out clip seeds (evaluation) are below ``TRAIN_SEED_BASE``; training
+seeds start there, so the two never meet.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..synth import make_clip
+from ..synth.render import object_pixels
+from ..synth.vocab import COLOURS, SHAPES, SIZES
+from .lora import LoRA
+from .processor import TestbedProcessor
+
+TRAIN_SEED_BASE = 1_000_000
+DESCRIBE_PROMPTS = (
+    "Describe the video in detail.",
+    "Give a detailed description of what happens in the video.",
+    "What happens in this video? Describe it in detail.",
+)
+_SIZE_NAMES = tuple(SIZES)
+PROBE_CLASSES = (len(COLOURS) + 1, len(SHAPES) + 1, len(_SIZE_NAMES) + 1)  # + background
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one testbed training run (recorded in the manifest)."""
+
+    seed: int = 0
+    grounding_steps: int = 600
+    grounding_lr: float = 1e-3
+    grounding_frames: tuple[int, ...] = (2, 4, 6)
+    steps: int = 1000
+    vision_lr: float = 4e-4
+    lora_lr: float = 1e-3
+    lora_rank: int = 8
+    warmup: int = 50
+    probe_weight: float = 0.2
+    frames: tuple[int, ...] = (4, 6, 6, 8, 8, 10, 12)
+    long_frames: tuple[int, ...] = (24, 32, 48)
+    long_every: int = 25
+    max_events: int = 4
+    description_prob: float = 0.5
+    eval_every: int = 200
+    eval_clips: int = 6
+    threads: int = 2
+
+
+# -- data ----------------------------------------------------------------------
+
+
+def probe_targets(clip, processor: TestbedProcessor) -> tuple[torch.Tensor, ...]:
+    """Soft labels per visual token: fractions of colour, shape and size classes in its cell.
+
+    A token covers a (merge*patch)^2 pixel cell over one temporal patch of
+    frames; the last class of each head is background.
+    """
+    cfg = processor.config
+    scene, (T, H, W) = clip.scene, clip.frames.shape[:3]
+    tps, cell = cfg.temporal_patch_size, cfg.patch_size * cfg.spatial_merge_size
+    maps = np.full((3, T, H, W), -1, np.int64)
+    for t in range(T):
+        for i in scene.visible_ids(t):
+            rows, cols, mask = object_pixels(scene, i, t, H, W)
+            obj = scene.objects[i]
+            for k, value in enumerate((scene.colour[t, i], SHAPES.index(obj.shape), _SIZE_NAMES.index(obj.size))):
+                maps[k, t, rows, cols][mask] = value
+    grid_t = math.ceil(T / tps)
+    if grid_t * tps > T:
+        maps = np.concatenate([maps, np.repeat(maps[:, -1:], grid_t * tps - T, axis=1)], axis=1)
+    out = []
+    for k, classes in enumerate(PROBE_CLASSES):
+        m = np.where(maps[k] < 0, classes - 1, maps[k])
+        onehot = np.eye(classes, dtype=np.float32)[m]  # (T, H, W, C)
+        onehot = onehot.reshape(grid_t, tps, H // cell, cell, W // cell, cell, classes)
+        out.append(torch.from_numpy(onehot.mean(axis=(1, 3, 5)).reshape(-1, classes)))
+    return tuple(out)
+
+
+def conversation(processor: TestbedProcessor, clip, num_video_tokens: int, rng: np.random.Generator,
+                 description_prob: float) -> tuple[list[int], list[int]]:
+    """Prompt ids and labels (-100 outside answers) for a multi-turn chat about ``clip``.
+
+    The first user turn carries the video, exactly as the processor lays out a
+    single question; later turns are text only. Each answer is followed by
+    ``<|im_end|>``, which is supervised too so the model learns to stop.
+    """
+    turns = [(q.question, q.answer) for q in clip.qa]
+    if rng.random() < description_prob:
+        turns.append((DESCRIBE_PROMPTS[int(rng.integers(len(DESCRIBE_PROMPTS)))], clip.description))
+    order = rng.permutation(len(turns))
+    encode = processor._encode
+    ids: list[int] = []
+    labels: list[int] = []
+    for n, index in enumerate(order):
+        question, answer = turns[index]
+        prompt = processor.prompt_ids(question, num_video_tokens) if n == 0 else encode(
+            f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+        reply = encode(f"{answer}<|im_end|>")
+        newline = encode("\n")
+        ids += prompt + reply + newline
+        labels += [-100] * len(prompt) + reply + [-100] * len(newline)
+    return ids, labels
+
+
+def sample_clip(seed: int, num_frames: int, max_events: int, processor: TestbedProcessor, rng: np.random.Generator):
+    """A training clip at the testbed's frame size with 1..max_events events."""
+    height, width = processor.config.frame_size
+    events = int(rng.integers(1, max_events + 1))
+    return make_clip(seed, num_frames=num_frames, height=height, width=width,
+                     num_events=min(events, max(1, num_frames - 1)))
+
+
+# -- the two stages ----------------------------------------------------------------
+
+
+class _VisualCapture:
+    """Keeps the merger output of the last vision forward (for the probe loss)."""
+
+    def __init__(self, visual: nn.Module):
+        self.output = None
+        self.handle = visual.register_forward_hook(self._keep)
+
+    def _keep(self, module, args, output):
+        self.output = output.pooler_output
+
+    def close(self):
+        self.handle.remove()
+
+
+def _probe_loss(probe: nn.Linear, features: torch.Tensor, targets: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    logits = probe(features.float()).split(PROBE_CLASSES, dim=-1)
+    return sum(-(t * F.log_softmax(z, -1)).sum(-1).mean() for z, t in zip(logits, targets)) / len(targets)
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train_grounding(model, processor: TestbedProcessor, probe: nn.Linear, cfg: TrainConfig,
+                    log: Callable[[str], None] = print) -> None:
+    """Stage 1: vision tower + merger + probe on per-token object labels."""
+    visual = model.model.visual
+    params = list(visual.parameters()) + list(probe.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.grounding_lr, weight_decay=0.01)
+    rng = np.random.default_rng(cfg.seed)
+    start, running = time.time(), None
+    for step in range(cfg.grounding_steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.grounding_lr * _schedule(step, cfg.grounding_steps, cfg.warmup)
+        frames = int(rng.choice(cfg.grounding_frames))
+        clip = sample_clip(TRAIN_SEED_BASE + 7_000_000 + cfg.seed * 100_003 + step, frames, cfg.max_events,
+                           processor, rng)
+        pixels, grid = processor.preprocess_video(clip.frames)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            features = visual(pixels, grid_thw=grid).pooler_output
+        loss = _probe_loss(probe, features, probe_targets(clip, processor))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if (step + 1) % 50 == 0 or step + 1 == cfg.grounding_steps:
+            rate = (time.time() - start) / (step + 1)
+            log(f"grounding {step + 1}/{cfg.grounding_steps} probe_loss {running:.4f} "
+                f"{rate:.2f}s/step eta {rate * (cfg.grounding_steps - step - 1) / 60:.1f}min")
+
+
+def _answer_forward(model, processor, clip, rng, description_prob, dtype=torch.bfloat16):
+    """Logits at the supervised positions and their targets for one clip's conversation."""
+    pixels, grid = processor.preprocess_video(clip.frames)
+    count = int(grid.prod()) // processor.config.spatial_merge_size**2
+    ids, labels = conversation(processor, clip, count, rng, description_prob)
+    input_ids = torch.tensor([ids])
+    targets = torch.tensor(labels[1:])
+    where = torch.nonzero(targets != -100).squeeze(-1)
+    with torch.autocast("cpu", dtype=dtype):
+        hidden = model.model(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            mm_token_type_ids=(input_ids == processor.video_token_id).long() * 2,
+            pixel_values_videos=pixels,
+            video_grid_thw=grid,
+        ).last_hidden_state[0, where]
+        logits = model.lm_head(hidden).float()
+    return logits, targets[where], ids, labels
+
+
+def answer_spans(labels: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of each supervised run in ``labels`` (one per answer)."""
+    spans, start = [], None
+    for i, label in enumerate(labels + [-100]):
+        if label != -100 and start is None:
+            start = i
+        elif label == -100 and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+@torch.no_grad()
+def held_out_accuracy(model, processor, cfg: TrainConfig, num_frames: int = 6) -> float:
+    """Teacher-forced exact-match answer accuracy on held-out clips (QA only, no description)."""
+    rng = np.random.default_rng(12345)
+    right = total = 0
+    for n in range(cfg.eval_clips):
+        clip = make_clip(500_000 + n, num_frames=num_frames, height=processor.config.frame_size[0],
+                         width=processor.config.frame_size[1], num_events=3)
+        logits, targets, _, labels = _answer_forward(model, processor, clip, rng, description_prob=0.0)
+        correct = (logits.argmax(-1) == targets).tolist()
+        offset = 0
+        for start, end in answer_spans(labels[1:]):
+            length = end - start
+            right += all(correct[offset : offset + length])
+            total += 1
+            offset += length
+    return right / max(1, total)
+
+
+def train_language(model, processor: TestbedProcessor, probe: nn.Linear, lora: LoRA, cfg: TrainConfig,
+                   log: Callable[[str], None] = print, on_checkpoint: Callable[[int], None] | None = None) -> None:
+    """Stage 2: the LLaVA step, answers through the frozen language model (+ LoRA)."""
+    visual = model.model.visual
+    capture = _VisualCapture(visual)
+    groups = [
+        {"params": list(visual.parameters()) + list(probe.parameters()), "lr": cfg.vision_lr, "base": cfg.vision_lr},
+        {"params": list(lora.parameters()), "lr": cfg.lora_lr, "base": cfg.lora_lr, "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, weight_decay=0.01)
+    params = [p for g in groups for p in g["params"]]
+    rng = np.random.default_rng(cfg.seed + 1)
+    start, loss_avg, acc_avg = time.time(), None, None
+    try:
+        for step in range(cfg.steps):
+            for group in opt.param_groups:
+                group["lr"] = group["base"] * _schedule(step, cfg.steps, cfg.warmup)
+            long = cfg.long_every and (step + 1) % cfg.long_every == 0
+            frames = int(rng.choice(cfg.long_frames if long else cfg.frames))
+            clip = sample_clip(TRAIN_SEED_BASE + cfg.seed * 100_003 + step, frames, cfg.max_events, processor, rng)
+            logits, targets, _, _ = _answer_forward(model, processor, clip, rng, cfg.description_prob)
+            loss = F.cross_entropy(logits, targets)
+            if cfg.probe_weight:
+                loss = loss + cfg.probe_weight * _probe_loss(probe, capture.output, probe_targets(clip, processor))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            acc = (logits.argmax(-1) == targets).float().mean().item()
+            loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
+            acc_avg = acc if acc_avg is None else 0.95 * acc_avg + 0.05 * acc
+            if (step + 1) % 10 == 0:
+                rate = (time.time() - start) / (step + 1)
+                log(f"language {step + 1}/{cfg.steps} loss {loss_avg:.4f} token_acc {acc_avg:.3f} "
+                    f"frames {frames} {rate:.2f}s/step eta {rate * (cfg.steps - step - 1) / 60:.1f}min")
+            if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+                log(f"held-out answer accuracy (6 frames, teacher forced) at step {step + 1}: "
+                    f"{held_out_accuracy(model, processor, cfg):.3f}")
+                if on_checkpoint is not None:
+                    on_checkpoint(step + 1)
+    finally:
+        capture.close()
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """JSON-ready settings (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
