@@ -18,6 +18,65 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(arch=args.arch, frames=args.frames, max_new_tokens=args.max_new_tokens, seed=args.seed)
 
 
+def _testbed_eval_config(args: argparse.Namespace):
+    from .testbed.evaluate import EvalConfig
+
+    return EvalConfig(short_clips=args.short_clips, long_clips=args.long_clips, control_clips=args.control_clips,
+                      description_clips=args.description_clips)
+
+
+def _testbed_build(args: argparse.Namespace) -> int:
+    from .testbed.build import train_testbed
+    from .testbed.training import TrainConfig
+
+    cfg = TrainConfig(seed=args.seed, steps=args.steps, grounding_steps=args.grounding_steps, threads=args.threads)
+    train_testbed(args.out, cfg, work=args.work, gguf=args.gguf)
+    if args.no_eval:
+        return 0
+    return _run_eval(args.out, args, update_manifest=True)
+
+
+def _testbed_eval(args: argparse.Namespace) -> int:
+    return _run_eval(args.weights, args, update_manifest=args.update_manifest)
+
+
+def _run_eval(weights, args: argparse.Namespace, update_manifest: bool) -> int:
+    import json
+
+    import torch
+
+    from .testbed import load_testbed
+    from .testbed.build import manifest_path, write_manifest
+    from .testbed.evaluate import evaluate_testbed
+
+    torch.set_num_threads(args.threads)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    model, processor = load_testbed(weights, gguf=args.gguf, dtype=dtype)
+    result = evaluate_testbed(model, processor, _testbed_eval_config(args))
+    result["dtype"] = args.dtype
+    print(json.dumps(result, indent=2))
+    if getattr(args, "json", None):
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
+    if update_manifest:
+        from .testbed.loader import COMMITTED, COMMITTED_WEIGHTS
+
+        path = manifest_path(COMMITTED_WEIGHTS if weights == COMMITTED else weights)
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+        manifest["evaluation"] = result
+        write_manifest(path.with_name(path.name.replace(".manifest.json", ".safetensors")), manifest)
+    return 0
+
+
+def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--short-clips", type=int, default=30, help="held-out clips at ~1k visual tokens (6 frames)")
+    parser.add_argument("--long-clips", type=int, default=6,
+                        help="held-out clips at ~25k visual tokens (154 frames; about 2 CPU minutes each)")
+    parser.add_argument("--control-clips", type=int, default=30, help="clips for the blank and other-clip controls")
+    parser.add_argument("--description-clips", type=int, default=10, help="short clips whose description is measured")
+    parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="evaluation dtype")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparrow",
@@ -38,6 +97,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-new-tokens", type=int, default=64)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    testbed = sub.add_parser("testbed", help="build or evaluate the testbed target (SmolLM2 inside Qwen2-VL)",
+                             description="The testbed Video LLM that drafts are trained and benchmarked on.")
+    testbed_sub = testbed.add_subparsers(dest="testbed_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--gguf", default=None, help="SmolLM2 GGUF file or folder (default: $SPARROW_SMOLLM2_GGUF, "
+                                                     "then assets/cache from `make assets`)")
+    common.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    build = testbed_sub.add_parser(
+        "build", parents=[common],
+        help="train the vision tower and LoRA from scratch (fixed seed), then evaluate",
+        description="Reproduces the committed testbed weights: grounding stage, then the LLaVA stage with the "
+                    "language model frozen plus a rank-8 LoRA, on SynthVideo clips generated on the fly. About "
+                    "an hour and a half on a 2-core CPU; the log goes to WORK/train.log.",
+    )
+    build.add_argument("--out", default="runs/testbed/testbed_vision.safetensors", help="weights file to write "
+                       "(a .manifest.json is written beside it)")
+    build.add_argument("--work", default=None, help="folder for the log and checkpoints (default: beside --out)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--steps", type=int, default=1000, help="language-stage steps (one clip each)")
+    build.add_argument("--grounding-steps", type=int, default=600, help="grounding-stage steps")
+    build.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    _add_eval_flags(build)
+    build.set_defaults(func=_testbed_build)
+    evaluate = testbed_sub.add_parser(
+        "eval", parents=[common],
+        help="QA accuracy at ~1k and ~25k visual tokens, controls, description lengths",
+        description="Evaluates testbed weights on held-out SynthVideo clips and prints a JSON report.",
+    )
+    evaluate.add_argument("--weights", default="committed", help="weights file, or 'committed' (the shipped ones)")
+    evaluate.add_argument("--json", default=None, help="also write the report to this file")
+    evaluate.add_argument("--update-manifest", action="store_true", help="store the report in the weights' manifest")
+    _add_eval_flags(evaluate)
+    evaluate.set_defaults(func=_testbed_eval)
     return parser
 
 

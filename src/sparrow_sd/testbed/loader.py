@@ -10,6 +10,7 @@ it is raised before the (slow) model build where possible.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from transformers import Qwen2VLForConditionalGeneration
@@ -22,17 +23,24 @@ from .processor import TestbedProcessor, add_vision_tokens
 from .vision_io import config_differences, load_vision_weights, read_vision_weights
 
 
+COMMITTED_WEIGHTS = Path(__file__).with_name("weights") / "testbed_vision.safetensors"
+COMMITTED = "committed"
+
+
 def load_testbed(
-    vision_weights: str | os.PathLike | None = None,
+    vision_weights: str | os.PathLike | None = COMMITTED,
     gguf: str | os.PathLike | None = None,
     config: TestbedConfig | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Qwen2VLForConditionalGeneration, TestbedProcessor]:
     """The testbed target (eval mode, greedy generation config) and its processor.
 
-    vision_weights: a checkpoint written by ``save_vision_weights``; None keeps
-        the random vision tower drawn from ``config.seed`` (an untrained
-        testbed: text behaves exactly like SmolLM2, video is noise to it).
+    vision_weights: ``"committed"`` (the default) loads the trained weights
+        shipped with sparrow-sd (``testbed/weights/``, made by ``sparrow
+        testbed build``); a path loads a checkpoint written by
+        ``save_vision_weights``; None keeps the random vision tower drawn from
+        ``config.seed`` (an untrained testbed: text behaves exactly like
+        SmolLM2, video is noise to it).
     gguf: the SmolLM2 GGUF file or a folder holding it; None looks at
         ``$SPARROW_SMOLLM2_GGUF``, then ``assets/cache`` (``make assets``).
     config: the testbed settings; None takes them from the checkpoint (or the
@@ -44,6 +52,11 @@ def load_testbed(
     call builds a fresh model (a few seconds).
     """
     saved = None
+    if isinstance(vision_weights, str) and vision_weights == COMMITTED:
+        if not COMMITTED_WEIGHTS.is_file():
+            raise AssetError(f"the committed testbed weights are missing ({COMMITTED_WEIGHTS}); "
+                             "rebuild them with `sparrow testbed build`")
+        vision_weights = COMMITTED_WEIGHTS
     if vision_weights is not None:
         saved = read_vision_weights(vision_weights)[1]  # refuse a bad file before the slow build
         if config is None:

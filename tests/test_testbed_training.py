@@ -1,0 +1,173 @@
+"""Training and evaluating the testbed: labels, conversations, LoRA, weights, the eval loop.
+
+The expensive parts (the training run itself, the 25k-token evaluation) are
+commands, not tests; here each piece is checked on one short clip, on the
+untrained testbed or on a tiny random model.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from sparrow_sd.cli import main
+from sparrow_sd.errors import AssetError
+from sparrow_sd.synth import make_clip
+from sparrow_sd.synth.vocab import COLOURS, SHAPES
+from sparrow_sd.testbed import find_gguf, load_smollm2_weights, load_testbed
+from sparrow_sd.testbed.evaluate import VideoSession, normalise, prior_baseline
+from sparrow_sd.testbed.lora import LoRA, target_modules
+from sparrow_sd.testbed.training import DESCRIBE_PROMPTS, PROBE_CLASSES, answer_spans, conversation, probe_targets
+from sparrow_sd.testbed.vision_io import load_vision_weights, save_vision_weights
+from sparrow_sd.testing import build_tiny_model, make_video_inputs
+
+
+@pytest.fixture(scope="module")
+def testbed():
+    try:
+        find_gguf()
+    except AssetError as exc:
+        pytest.skip(f"SmolLM2 GGUF asset absent (run `make assets`): {exc}")
+    load_smollm2_weights()
+    return load_testbed(vision_weights=None)
+
+
+def _clip(frames=4, seed=3, events=2):
+    return make_clip(seed, num_frames=frames, height=144, width=144, num_events=events)
+
+
+# -- grounding labels ----------------------------------------------------------------
+
+
+def test_probe_targets_name_the_object_under_each_token(testbed):
+    _, processor = testbed
+    clip = _clip(frames=5)  # odd: the last frame pair is padded like the processor pads it
+    colour, shape, size = probe_targets(clip, processor)
+    tokens = processor.num_video_tokens(clip.num_frames)
+    assert [t.shape for t in (colour, shape, size)] == [(tokens, c) for c in PROBE_CLASSES]
+    for target in (colour, shape, size):
+        assert torch.allclose(target.sum(-1), torch.ones(tokens))
+    per_group, side = 324, 18
+    t = 2  # frames 2 and 3 form temporal group 1
+    for obj in clip.scene.visible_ids(t):
+        if obj not in clip.scene.visible_ids(t + 1) or not np.array_equal(clip.scene.centre[t, obj],
+                                                                          clip.scene.centre[t + 1, obj]):
+            continue  # only objects that sit still over the pair give a clean cell
+        row, col = clip.pixel_of(obj, t)
+        index = per_group + (row // 8) * side + col // 8
+        assert colour[index].argmax() == clip.scene.colour[t, obj]
+        assert shape[index].argmax() == SHAPES.index(clip.scene.objects[obj].shape)
+    # a cell of pure background (corner cells are never fully covered by accident) is class "background"
+    empty = (colour[:, len(COLOURS)] == 1).nonzero()
+    assert len(empty) > 0 and (shape[empty.squeeze(-1), len(SHAPES)] == 1).all()
+
+
+# -- conversations ---------------------------------------------------------------------
+
+
+def test_conversation_supervises_exactly_the_answers(testbed):
+    _, processor = testbed
+    clip = _clip()
+    count = processor.num_video_tokens(clip.num_frames)
+    ids, labels = conversation(processor, clip, count, np.random.default_rng(0), description_prob=1.0)
+    assert len(ids) == len(labels)
+    spans = answer_spans(labels)
+    assert len(spans) == len(clip.qa) + 1  # every question plus the description
+    answers = sorted(processor.tokenizer.decode(labels[a:b]) for a, b in spans)
+    expected = sorted(f"{t}<|im_end|>" for t in [q.answer for q in clip.qa] + [clip.description])
+    assert answers == expected
+    # the first turn is exactly the single-question prompt the evaluation uses
+    questions = [q.question for q in clip.qa] + list(DESCRIBE_PROMPTS)
+    assert any(processor.prompt_ids(q, count) == ids[: spans[0][0]] for q in questions)
+    assert ids.count(processor.video_token_id) == count
+
+
+def test_answer_spans():
+    assert answer_spans([-100, 5, 6, -100, -100, 7]) == [(1, 3), (5, 6)]
+    assert answer_spans([-100, -100]) == []
+
+
+# -- LoRA ----------------------------------------------------------------------------------
+
+
+def test_lora_starts_as_identity_and_merges_to_the_hooked_output():
+    model = build_tiny_model("qwen2_vl", seed=0)
+    inputs = make_video_inputs("qwen2_vl", model, num_frames=4, prompt_ids_before=[1, 2, 3], prompt_ids_after=[4, 5, 6], seed=0)
+    with torch.no_grad():
+        before = model(**inputs).logits
+        lora = LoRA(model, rank=4, seed=1).attach()
+        assert torch.equal(model(**inputs).logits, before)  # b = 0
+        for b in lora.b.values():
+            b.normal_(std=0.05)
+        hooked = model(**inputs).logits
+        assert not torch.allclose(hooked, before, atol=1e-4)
+        lora.merge()
+        merged = model(**inputs).logits
+    assert torch.allclose(merged, hooked, atol=1e-5)
+    assert len(target_modules(model)) == 4 * model.config.text_config.num_hidden_layers
+    assert all(".visual." not in name for name in target_modules(model))
+
+
+def test_weights_file_carries_the_lora(testbed, tmp_path):
+    model, processor = testbed
+    fresh, _ = load_testbed(vision_weights=None)
+    lora = LoRA(fresh, rank=2, seed=0)
+    with torch.no_grad():
+        for b in lora.b.values():
+            b.normal_(std=0.01)
+    lora.merge()
+    path = save_vision_weights(fresh, tmp_path / "w.safetensors", lora_state=lora.state())
+    loaded, _ = load_testbed(vision_weights=path)
+    name = next(iter(lora.modules_by_name))
+    weight = dict(loaded.named_modules())[name].weight
+    assert torch.allclose(weight, dict(fresh.named_modules())[name].weight, atol=1e-6)
+    assert not torch.allclose(weight, dict(model.named_modules())[name].weight)
+    # a LoRA tensor for a layer the testbed lacks is refused before anything is copied
+    from safetensors.torch import load_file
+
+    from sparrow_sd.testbed.vision_io import _digest
+
+    state = load_file(str(path))
+    state["lora.model.nowhere.a"] = torch.zeros(2, 3)
+    state["lora.model.nowhere.b"] = torch.zeros(3, 2)
+    from safetensors.torch import save_file
+
+    from sparrow_sd.testbed.vision_io import FORMAT
+
+    bad = tmp_path / "bad.safetensors"
+    save_file(state, str(bad), metadata={"format": FORMAT, "testbed_config": fresh.testbed_config.to_json(),
+                                         "sha256": _digest(state)})
+    with pytest.raises(AssetError, match="LoRA"):
+        load_vision_weights(fresh, bad)
+
+
+# -- the evaluation loop --------------------------------------------------------------------
+
+
+def test_session_answers_equal_generate(testbed):
+    """One prefill, cache cut back after each answer: same tokens as generate() per question."""
+    model, processor = testbed
+    frames = _clip(frames=2, events=1).frames
+    session = VideoSession(model, processor, frames)
+    for question in ("How many objects are on screen at the start?", "Describe the video in detail."):
+        inputs = processor(question, frames)
+        out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+        expected = out[0, inputs["input_ids"].shape[1]:].tolist()
+        stop = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if stop in expected:
+            expected = expected[: expected.index(stop)]
+        assert session.answer(question, 6) == expected
+
+
+def test_normalise_and_prior_baseline():
+    assert normalise("  Red.\n") == "red"
+    clips = [_clip(seed=s) for s in range(4)]
+    baseline = prior_baseline(clips)
+    assert 0 < baseline <= 1
+    # with one clip, the most common answer of each kind is that clip's answer
+    assert prior_baseline(clips[:1]) == 1.0
+
+
+def test_eval_command_refuses_missing_weights(tmp_path, capsys):
+    code = main(["testbed", "eval", "--weights", str(tmp_path / "none.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "not found" in err
