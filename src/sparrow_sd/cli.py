@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(a .manifest.json is written beside it)")
     build.add_argument("--work", default=None, help="folder for the log and checkpoints (default: beside --out)")
     build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--steps", type=int, default=1000, help="language-stage steps (one clip each)")
+    build.add_argument("--steps", type=int, default=800, help="language-stage steps (one clip each)")
     build.add_argument("--grounding-steps", type=int, default=600, help="grounding-stage steps")
     build.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     _add_eval_flags(build)

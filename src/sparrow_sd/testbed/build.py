@@ -50,7 +50,7 @@ def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | P
     log = log or _logger(work / "train.log")
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    model, processor = load_testbed(gguf=gguf, config=TestbedConfig(seed=cfg.seed))
+    model, processor = load_testbed(None, gguf=gguf, config=TestbedConfig(seed=cfg.seed))  # untrained start
     model.train(False)  # no dropout in these modules; keep eval-mode behaviour
     model.requires_grad_(False)
     model.model.visual.requires_grad_(True)

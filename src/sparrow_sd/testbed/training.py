@@ -59,14 +59,14 @@ class TrainConfig:
     grounding_steps: int = 600
     grounding_lr: float = 1e-3
     grounding_frames: tuple[int, ...] = (2, 4, 6)
-    steps: int = 1000
+    steps: int = 800
     vision_lr: float = 4e-4
     lora_lr: float = 1e-3
     lora_rank: int = 8
     warmup: int = 50
     probe_weight: float = 0.2
     frames: tuple[int, ...] = (4, 6, 6, 8, 8, 10, 12)
-    long_frames: tuple[int, ...] = (24, 32, 48)
+    long_frames: tuple[int, ...] = (16, 24, 32)
     long_every: int = 25
     max_events: int = 4
     description_prob: float = 0.5

@@ -1,0 +1,82 @@
+"""Multi-token prediction (training-time test): the draft unrolled on its own states.
+
+At inference a tree node at depth ``d >= 2`` does not get the target's hidden
+state: it gets the draft's own output for its parent, and it attends to the
+committed context plus its ancestors. Trained only on target states (one
+step), a draft never sees its own states and its acceptance falls off with
+depth. So training unrolls ``steps`` levels over a whole sequence at once:
+
+- step 0: item ``i`` reads ``(embed_i, target_hidden_i)`` and attends
+  causally to the items ``<= i`` (exactly the committed-context forward);
+- step ``k >= 1``: item ``i`` reads ``(embed_i, out^{k-1}_{i-1})``, the draft's
+  step-``k-1`` output for the previous item, and attends to step-0 items
+  ``<= i - k`` (the committed context a depth-``k`` node would have) and to
+  one key per later step ``j = 1..k``: item ``i - k + j`` of step ``j`` (its
+  ancestors on the chain, itself last).
+
+Every step predicts the same next token for item ``i``; an item with
+``i < k`` has no such chain and is left out of step ``k``'s loss. RoPE
+positions are the item indices at every step, as at inference (a node at
+depth ``d`` sits where it would land if accepted).
+
+The draft's own modules run unchanged: :class:`UnrollKeys` stands in for the
+draft's KV cache and hands each step the keys of all earlier steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..draft.kv import AttendPlan
+from ..draft.model import SparrowDraft
+
+
+class UnrollKeys:
+    """Duck-types ``DraftKV.write_and_read``: returns this and all earlier steps' keys."""
+
+    def __init__(self):
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def write_and_read(self, plan: AttendPlan, k: torch.Tensor, v: torch.Tensor):
+        self.keys.append(k)
+        self.values.append(v)
+        return torch.cat(self.keys, dim=2), torch.cat(self.values, dim=2)
+
+
+def unroll_mask(n: int, step: int, device=None) -> torch.Tensor:
+    """(n, (step + 1) * n) bool: what item ``i`` of unroll ``step`` may attend to."""
+    q = torch.arange(n, device=device)[:, None]
+    k = torch.arange(n, device=device)[None, :]
+    blocks = [k <= q - step]  # step 0: the committed context of a depth-`step` node
+    for j in range(1, step + 1):
+        blocks.append(k == q - step + j)  # its ancestor on the chain at step j (itself at j = step)
+    return torch.cat(blocks, dim=1)
+
+
+@dataclass
+class UnrollStep:
+    hidden: torch.Tensor  # (n, H) normed outputs
+    logits: torch.Tensor  # (n, draft_vocab)
+    valid: torch.Tensor  # (n,) bool: items with a full chain at this step (i >= step)
+
+
+def unroll(draft: SparrowDraft, embeds: torch.Tensor, hidden: torch.Tensor, steps: int) -> list[UnrollStep]:
+    """Run ``steps`` unroll levels over a sequence of ``n`` items (see the module docstring)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    n = embeds.shape[0]
+    positions = torch.arange(n, device=embeds.device)
+    keys = UnrollKeys()
+    results: list[UnrollStep] = []
+    current = hidden
+    for step in range(steps):
+        mask = None if step == 0 else unroll_mask(n, step, embeds.device)
+        plan = AttendPlan(positions=positions, write_slots=positions, key_slots=positions, mask=mask)
+        out, logits = draft(embeds, current, keys, plan)
+        results.append(UnrollStep(out, logits, positions >= step))
+        # the next level's item i reads this level's output for item i - 1
+        current = torch.cat([out[:1] * 0, out[:-1]], dim=0)
+    return results
