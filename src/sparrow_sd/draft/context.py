@@ -48,10 +48,22 @@ def kept_visual_positions(visual: torch.Tensor, config: DraftConfig) -> torch.Te
     return visual[:0]
 
 
-def build_draft_context(prefill: TargetPrefill, config: DraftConfig) -> DraftContext:
+def glimpse_items(visual_embeds: torch.Tensor, visual_hidden: torch.Tensor, count: int):
+    """(embeds, hidden) of the glimpse items: means over ``count`` contiguous spans of the
+    visual positions' (IVSB) states and last-layer states, in video order."""
+    spans = torch.tensor_split(torch.arange(visual_embeds.shape[0], device=visual_embeds.device),
+                               min(count, visual_embeds.shape[0]))
+    return (torch.stack([visual_embeds[s].mean(0) for s in spans]),
+            torch.stack([visual_hidden[s].mean(0) for s in spans]))
+
+
+def build_draft_context(prefill: TargetPrefill, config: DraftConfig,
+                        glimpse: tuple[torch.Tensor, torch.Tensor] | None = None) -> DraftContext:
+    """The draft's items for a prompt; ``glimpse`` passes precomputed glimpse items
+    (training data stores them pooled instead of every visual state)."""
     visual = prefill.visual_positions
     visual_embeds = prefill.input_embeds
-    if config.ivsb_layer is not None:
+    if config.ivsb_layer is not None and config.visual_mode != "none":
         visual_embeds = prefill.layer_hidden[config.ivsb_layer]
 
     keep = torch.cat([prefill.text_positions, kept_visual_positions(visual, config)]).sort().values
@@ -62,10 +74,10 @@ def build_draft_context(prefill: TargetPrefill, config: DraftConfig) -> DraftCon
     source = keep
 
     if config.visual_mode == "glimpse" and visual.numel():
-        spans = torch.tensor_split(visual, min(config.glimpse_tokens, visual.numel()))
-        g_embeds = torch.stack([visual_embeds[s].mean(0) for s in spans])
-        g_hidden = torch.stack([prefill.hidden[s].mean(0) for s in spans])
+        if glimpse is None:
+            glimpse = glimpse_items(visual_embeds[visual], prefill.hidden[visual], config.glimpse_tokens)
+        g_embeds, g_hidden = (t.to(embeds.dtype) for t in glimpse)
         embeds = torch.cat([g_embeds, embeds])
         hidden = torch.cat([g_hidden, hidden])
-        source = torch.cat([torch.full((len(spans),), -1, device=keep.device), keep])
+        source = torch.cat([torch.full((g_embeds.shape[0],), -1, device=keep.device), keep])
     return DraftContext(embeds=embeds, hidden=hidden, source=source)

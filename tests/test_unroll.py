@@ -1,0 +1,55 @@
+"""MTP unroll: training's level-k forward equals the inference tree path at depth k."""
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from sparrow_sd.testing.drafts import tiny_draft
+from sparrow_sd.training.unroll import unroll, unroll_mask
+
+
+def test_unroll_mask_blocks():
+    m = unroll_mask(5, 2)
+    assert m.shape == (5, 15)
+    # item 4 at level 2: committed items 0..2, level-1 item 3, level-2 item 4 (itself)
+    assert m[4].nonzero().squeeze(-1).tolist() == [0, 1, 2, 5 + 3, 10 + 4]
+    assert torch.equal(unroll_mask(4, 0), torch.ones(4, 4).tril().bool())
+
+
+@pytest.mark.parametrize("committed", [3, 6])
+def test_unroll_levels_equal_the_inference_chain(committed):
+    """Commit items 0..c with target states, then grow a chain with the draft's own states,
+    exactly as the proposer does: level k of the unroll must give the same outputs."""
+    torch.manual_seed(0)
+    draft = tiny_draft(tiny_model("qwen2_vl"), "none", window=None).float()
+    n, size = committed + 4, draft.config.hidden_size
+    embeds, hidden = torch.randn(n, size), torch.randn(n, size)
+    levels = unroll(draft, embeds, hidden, steps=3)
+
+    kv = draft.new_cache(64, "cpu", torch.float32)
+    c = committed
+    out, _ = draft(embeds[: c + 1], hidden[: c + 1], kv, kv.plan_extend(c + 1))
+    assert torch.allclose(out, levels[0].hidden[: c + 1], atol=1e-5)
+    parent = out[c : c + 1]
+    for depth in (1, 2):
+        ancestry = torch.ones(1, depth, dtype=torch.bool)  # the chain so far, then itself
+        plan = kv.plan_tree(torch.tensor([depth]), ancestry)
+        parent, logits = draft(embeds[c + depth : c + depth + 1], parent, kv, plan)
+        assert torch.allclose(parent[0], levels[depth].hidden[c + depth], atol=1e-5)
+        assert torch.allclose(logits[0], levels[depth].logits[c + depth], atol=1e-4)
+    assert levels[2].valid.tolist() == [False, False] + [True] * (n - 2)
+
+
+def test_unroll_feeds_the_drafts_own_states():
+    """Level 1 must not read the target state of the previous item: change it, level 1 of that
+    item's successor is unchanged except through the committed context it attends to."""
+    torch.manual_seed(1)
+    draft = tiny_draft(tiny_model("qwen2_vl"), "none", window=None).float()
+    n, size = 6, draft.config.hidden_size
+    embeds, hidden = torch.randn(n, size), torch.randn(n, size)
+    a = unroll(draft, embeds, hidden, steps=2)
+    changed = hidden.clone()
+    changed[5] += 1.0  # the target state of the last item only
+    b = unroll(draft, embeds, changed, steps=2)
+    assert not torch.allclose(a[0].hidden[5], b[0].hidden[5])  # level 0 reads it
+    assert torch.allclose(a[1].hidden[5], b[1].hidden[5])  # level 1 reads the draft's output for item 4 instead
