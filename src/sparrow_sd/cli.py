@@ -77,6 +77,74 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="evaluation dtype")
 
 
+def _load_target(name: str, gguf: str | None, dtype: str):
+    """The target model and a ``make_inputs(question, frames)`` for it."""
+    import torch
+
+    from .errors import UnsupportedModelError
+
+    if name != "testbed":
+        raise UnsupportedModelError(f"--model {name!r}: this version trains on the testbed target only "
+                                    "('testbed'); local Hugging Face folders come with `sparrow generate`")
+    from .testbed import load_testbed
+
+    torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    model, processor = load_testbed(gguf=gguf, dtype=torch_dtype)
+    return model, (lambda question, frames: processor(question, frames, dtype=torch_dtype))
+
+
+def _datagen(args: argparse.Namespace) -> int:
+    import torch
+
+    from .training.datagen import DatagenConfig, run_datagen
+    from .training.sources import jsonl_samples, synth_samples
+
+    torch.set_num_threads(args.threads)
+    model, make_inputs = _load_target(args.model, args.gguf, args.dtype)
+    cfg = DatagenConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        ivsb_layer=args.ivsb_layer, glimpse_tokens=args.glimpse_tokens, visual=args.visual,
+                        shard_size=args.shard_size, seed=args.seed)
+    if args.source == "synth":
+        frames = tuple(int(f) for f in args.frames.split(","))
+        samples, total = synth_samples(make_inputs, args.count, frames=frames, seed=args.seed), args.count
+    else:
+        samples, total = jsonl_samples(args.source, make_inputs, num_frames=args.num_frames), None
+    rank, world = args.rank, args.world
+    if world is None:  # under `accelerate launch`, one process per device
+        from accelerate import PartialState
+
+        state = PartialState()
+        rank, world = state.process_index, state.num_processes
+    run_datagen(model, samples, args.out, cfg, rank=rank, world=world, total=total, log=print)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    import torch
+
+    from .training.trainer import DraftTrainConfig, train_draft
+
+    torch.set_num_threads(args.threads)
+    settings = {}
+    if args.config:
+        settings = json.loads(open(args.config).read())
+    for field in dataclasses.fields(DraftTrainConfig):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            settings[field.name] = value
+    known = {f.name for f in dataclasses.fields(DraftTrainConfig)}
+    if unknown := set(settings) - known:
+        from .errors import InvalidInputError
+
+        raise InvalidInputError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}")
+    model, _ = _load_target(args.model, args.gguf, "fp32")
+    train_draft(model, args.data, args.out, DraftTrainConfig(**settings), resume=args.resume)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparrow",
@@ -131,6 +199,56 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--update-manifest", action="store_true", help="store the report in the weights' manifest")
     _add_eval_flags(evaluate)
     evaluate.set_defaults(func=_testbed_eval)
+
+    datagen = sub.add_parser(
+        "datagen", parents=[common],
+        help="self-distilled draft-training data: the target writes the responses",
+        description="Runs the target over video prompts (SynthVideo clips or a JSONL of real videos), lets it "
+                    "write its own responses and stores, in resumable bf16 safetensors shards, the token ids, the "
+                    "loss mask and the target states a draft learns from. Rerun the same command to resume; "
+                    "under `accelerate launch` each process takes its share of the samples.",
+    )
+    datagen.add_argument("--model", default="testbed", help="the target ('testbed')")
+    datagen.add_argument("--source", default="synth", help="'synth' (SynthVideo clips) or a JSONL file")
+    datagen.add_argument("--out", required=True, help="output folder (shards and info.json)")
+    datagen.add_argument("--count", type=int, default=400, help="synth: number of clips")
+    datagen.add_argument("--frames", default="6,8,12,16", help="synth: clip lengths to draw from (comma list)")
+    datagen.add_argument("--num-frames", type=int, default=16, help="JSONL: frames sampled per video")
+    datagen.add_argument("--max-new-tokens", type=int, default=256)
+    datagen.add_argument("--temperature", type=float, default=0.0, help="0: greedy responses")
+    datagen.add_argument("--ivsb-layer", type=int, default=None, help="intermediate layer kept (default: middle)")
+    datagen.add_argument("--glimpse-tokens", type=int, default=16)
+    datagen.add_argument("--visual", choices=["pooled", "full"], default="full",
+                         help="'full' keeps per-position visual states (the full-visual and pruned baselines need them)")
+    datagen.add_argument("--shard-size", type=int, default=32)
+    datagen.add_argument("--seed", type=int, default=0)
+    datagen.add_argument("--dtype", choices=["bf16", "fp32"], default="fp32")
+    datagen.add_argument("--rank", type=int, default=0)
+    datagen.add_argument("--world", type=int, default=None,
+                         help="processes sharing the work, this one being --rank (default: from accelerate)")
+    datagen.set_defaults(func=_datagen)
+
+    train = sub.add_parser(
+        "train", parents=[common],
+        help="train a draft (Sparrow or a peer) on datagen output",
+        description="Trains a draft in any visual mode with multi-token prediction and IVSB; settings come from "
+                    "--config (JSON with DraftTrainConfig fields) and are overridden by flags. Multi-GPU: "
+                    "`accelerate launch -m sparrow_sd.cli train ...`.",
+    )
+    train.add_argument("--model", default="testbed", help="the target ('testbed')")
+    train.add_argument("--data", required=True, help="a `sparrow datagen` output folder")
+    train.add_argument("--out", required=True, help="draft folder to write")
+    train.add_argument("--config", default=None, help="JSON file of training settings")
+    train.add_argument("--visual-mode", dest="visual_mode", choices=["none", "glimpse", "full", "pruned"])
+    train.add_argument("--ivsb", dest="ivsb", action=argparse.BooleanOptionalAction, default=None)
+    train.add_argument("--mtp-steps", dest="mtp_steps", type=int)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--draft-vocab-size", dest="draft_vocab_size", type=int)
+    train.add_argument("--mixed-precision", dest="mixed_precision", choices=["no", "bf16", "fp16"])
+    train.add_argument("--seed", type=int)
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    train.set_defaults(func=_train)
     return parser
 
 
