@@ -1,0 +1,21 @@
+"""``sparrow bench``: every decoding method side by side over a visual-token sweep."""
+
+from .methods import Autoregressive, DraftMethod, Method, MethodRun, PromptLookup
+from .report import markdown_table, summarise, write_reports
+from .sweep import LosslessnessError, SweepConfig, SweepResult, check_lossless, run_sweep
+
+__all__ = [
+    "Autoregressive",
+    "DraftMethod",
+    "LosslessnessError",
+    "Method",
+    "MethodRun",
+    "PromptLookup",
+    "SweepConfig",
+    "SweepResult",
+    "check_lossless",
+    "markdown_table",
+    "run_sweep",
+    "summarise",
+    "write_reports",
+]

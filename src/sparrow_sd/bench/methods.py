@@ -1,0 +1,188 @@
+"""The decoding methods a benchmark puts side by side, behind one interface.
+
+Every method takes the same model inputs and returns a :class:`MethodRun`
+with the tokens and the timings defined in the README (decode time excludes
+the target's prefill and includes the draft's). Methods:
+
+- :class:`Autoregressive`: sparrow-sd's plain loop on the same cache (the
+  baseline every speedup is measured against);
+- :class:`DraftMethod`: any trained draft (Sparrow or a peer) with a tree;
+- :class:`PromptLookup`: Hugging Face ``generate`` with prompt lookup
+  decoding, timed by a streamer (its first streamed new token marks the end of
+  its prefill; each later streamer call is one verification step).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..generate import SpeculativeGenerator
+from ..proposers import SparrowProposer, TreeConfig
+
+
+@dataclass
+class MethodRun:
+    tokens: list[int]
+    tau: float
+    target_prefill_s: float
+    draft_prefill_s: float
+    decode_s: float
+    total_s: float
+    draft_cache_bytes: int = 0
+    peak_memory_bytes: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return max(0, len(self.tokens) - 1) / self.decode_s if self.decode_s > 0 else 0.0
+
+
+class PeakMemory:
+    """Peak memory above the starting point while the block runs: CUDA allocator
+    statistics on a GPU, resident set size sampled every few ms on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak = 0
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            pages = int(Path("/proc/self/statm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+        return pages * 4096
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            return self
+        self.base = self._rss()
+        self.running = True
+        self.highest = self.base
+
+        def sample():
+            while self.running:
+                self.highest = max(self.highest, self._rss())
+                time.sleep(0.005)
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
+            return
+        self.running = False
+        self.thread.join()
+        self.peak = max(0, max(self.highest, self._rss()) - self.base)
+
+
+class Method:
+    name: str = "method"
+    needs_training: bool = False
+
+    def settings(self) -> dict:
+        return {}
+
+    def run(self, inputs, max_new_tokens: int, temperature: float = 0.0, seed: int = 0) -> MethodRun:
+        raise NotImplementedError
+
+
+class _GeneratorMethod(Method):
+    def __init__(self, model, eos_token_ids=None):
+        self.model = model
+        self.eos = eos_token_ids
+
+    def _proposer(self):
+        return None
+
+    def run(self, inputs, max_new_tokens, temperature=0.0, seed=0):
+        generator = SpeculativeGenerator(self.model, self._proposer(), eos_token_ids=self.eos)
+        device = generator.target.device
+        with PeakMemory(torch.device(device)) as memory:
+            result = generator.generate(inputs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        s = result.stats
+        return MethodRun(result.tokens, s.tau, s.target_prefill_s, s.draft_prefill_s, s.decode_s, s.total_s,
+                         s.draft_cache_bytes, memory.peak)
+
+
+class Autoregressive(_GeneratorMethod):
+    name = "autoregressive"
+
+
+class DraftMethod(_GeneratorMethod):
+    """A trained draft; ``name`` says which (e.g. 'sparrow', 'full-visual')."""
+
+    needs_training = True
+
+    def __init__(self, model, draft, tree: TreeConfig, name: str, eos_token_ids=None):
+        super().__init__(model, eos_token_ids)
+        self.draft, self.tree, self.name = draft, tree, name
+
+    def settings(self):
+        c = self.draft.config
+        return {"tree": {"depth": self.tree.depth, "top_k": self.tree.top_k, "total_tokens": self.tree.total_tokens},
+                "visual_mode": c.visual_mode, "ivsb_layer": c.ivsb_layer, "window": c.window,
+                "draft_vocab_size": c.draft_vocab_size}
+
+    def _proposer(self):
+        return SparrowProposer(self.draft, self.tree)
+
+
+class _StreamClock:
+    def __init__(self):
+        self.times: list[float] = []
+        self.sizes: list[int] = []
+
+    def put(self, value):
+        self.times.append(time.perf_counter())
+        self.sizes.append(int(value.numel()))
+
+    def end(self):
+        pass
+
+
+class PromptLookup(Method):
+    """``model.generate(prompt_lookup_num_tokens=...)``, greedy or sampled, streamer-timed."""
+
+    name = "hf-prompt-lookup"
+
+    def __init__(self, model, num_tokens: int = 10, max_matching_ngram_size: int = 2, eos_token_ids=None):
+        self.model, self.num_tokens, self.ngram = model, num_tokens, max_matching_ngram_size
+        self.eos = eos_token_ids
+
+    def settings(self):
+        return {"prompt_lookup_num_tokens": self.num_tokens, "max_matching_ngram_size": self.ngram}
+
+    def run(self, inputs, max_new_tokens, temperature=0.0, seed=0):
+        clock = _StreamClock()
+        kwargs = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens, "streamer": clock,
+                  "prompt_lookup_num_tokens": self.num_tokens, "max_matching_ngram_size": self.ngram}
+        if temperature > 0:
+            kwargs.update(temperature=temperature, top_p=1.0, top_k=0)
+            torch.manual_seed(seed)
+        if self.eos is not None:
+            kwargs["eos_token_id"] = sorted(self.eos)
+        device = next(self.model.parameters()).device
+        prompt = inputs["input_ids"].shape[1]
+        with PeakMemory(device) as memory, torch.inference_mode():
+            start = time.perf_counter()
+            out = self.model.generate(**inputs, **kwargs)
+            end = time.perf_counter()
+        tokens = out[0, prompt:].tolist()
+        # put() #0 is the prompt; #1 carries the first new token(s) after the prefill
+        first = clock.times[1] if len(clock.times) > 1 else end
+        steps = max(1, len(clock.times) - 2)
+        tau = (len(tokens) - clock.sizes[1]) / steps if len(clock.times) > 2 else 1.0
+        return MethodRun(tokens, tau, first - start, 0.0, end - first, end - start, 0, memory.peak,
+                         {"streamer_calls": len(clock.times) - 1})

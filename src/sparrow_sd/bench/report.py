@@ -1,0 +1,116 @@
+"""Turning a sweep into figures: per method and length, as JSON, a markdown table and a plot.
+
+Ratios are taken over the same samples: decode speedup is the autoregressive
+decode time summed over a length's samples divided by the method's (equal
+token counts under greedy decoding), end-to-end speedup the same with total
+time. tau is the mean over samples of each run's tau.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+
+from .sweep import SweepResult
+
+COLUMNS = (
+    ("tau", "tau", "{:.2f}"),
+    ("decode_tokens_per_s", "decode tok/s", "{:.1f}"),
+    ("decode_speedup", "decode speedup", "{:.2f}x"),
+    ("end_to_end_speedup", "end-to-end speedup", "{:.2f}x"),
+    ("target_prefill_s", "target prefill s", "{:.2f}"),
+    ("draft_prefill_s", "draft prefill s", "{:.3f}"),
+    ("draft_prefill_ratio", "draft/target prefill", "{:.2%}"),
+    ("peak_memory_mb", "peak mem MB", "{:.0f}"),
+    ("draft_cache_mb", "draft KV MB", "{:.2f}"),
+    ("lossless", "lossless", "{}"),
+)
+
+
+def summarise(result: SweepResult, reference: str = "autoregressive") -> list[dict]:
+    """One row per (temperature, visual tokens, method), in sweep order."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for s in result.samples:
+        groups[(s.temperature, s.visual_tokens, s.method)].append(s)
+    rows = []
+    for (temperature, tokens, method), samples in groups.items():
+        ref = groups[(temperature, tokens, reference)]
+        decode = sum(s.run.decode_s for s in samples)
+        total = sum(s.run.total_s for s in samples)
+        target_prefill = mean(s.run.target_prefill_s for s in samples)
+        draft_prefill = mean(s.run.draft_prefill_s for s in samples)
+        checks = [s.lossless for s in samples if s.lossless is not None]
+        rows.append({
+            "temperature": temperature,
+            "visual_tokens": tokens,
+            "actual_visual_tokens": round(mean(s.actual_visual_tokens for s in samples)),
+            "method": method,
+            "samples": len(samples),
+            "new_tokens": sum(len(s.run.tokens) for s in samples),
+            "tau": mean(s.run.tau for s in samples),
+            "decode_tokens_per_s": sum(max(0, len(s.run.tokens) - 1) for s in samples) / decode if decode else 0.0,
+            "decode_speedup": sum(s.run.decode_s for s in ref) / decode if decode else 0.0,
+            "end_to_end_speedup": sum(s.run.total_s for s in ref) / total if total else 0.0,
+            "target_prefill_s": target_prefill,
+            "draft_prefill_s": draft_prefill,
+            "draft_prefill_ratio": draft_prefill / target_prefill if target_prefill else 0.0,
+            "peak_memory_mb": max(s.run.peak_memory_bytes for s in samples) / 2**20,
+            "draft_cache_mb": max(s.run.draft_cache_bytes for s in samples) / 2**20,
+            "lossless": ("reference" if not checks and method == reference else
+                         "n/a (sampled)" if not checks else f"{sum(checks)}/{len(checks)}"),
+        })
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ["T", "visual tokens", "method"] + [label for _, label, _ in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [f"{r['temperature']:g}", f"{r['actual_visual_tokens']:,}", r["method"]]
+        cells += [fmt.format(r[key]) for key, _, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: str | Path) -> Path:
+    """Decode speedup and tau against visual tokens, one line per method (greedy rows first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    temperature = min(r["temperature"] for r in rows)
+    chosen = [r for r in rows if r["temperature"] == temperature]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for method in dict.fromkeys(r["method"] for r in chosen):
+        mine = sorted((r for r in chosen if r["method"] == method), key=lambda r: r["actual_visual_tokens"])
+        xs = [r["actual_visual_tokens"] for r in mine]
+        left.plot(xs, [r["decode_speedup"] for r in mine], marker="o", label=method)
+        right.plot(xs, [r["tau"] for r in mine], marker="o", label=method)
+    left.set(xlabel="visual tokens", ylabel="decode speedup over autoregressive",
+             title=f"decode speedup (T={temperature:g})")
+    right.set(xlabel="visual tokens", ylabel="tau (tokens per verification)", title="mean accepted length")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_reports(result: SweepResult, out_dir: str | Path, header: dict | None = None) -> dict[str, Path]:
+    """``bench.json`` (settings, every sample, the summary), ``bench.md`` and ``bench.png``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = summarise(result)
+    data = {**(header or {}), **result.to_dict(), "summary": rows}
+    paths = {"json": out_dir / "bench.json", "markdown": out_dir / "bench.md", "plot": out_dir / "bench.png"}
+    paths["json"].write_text(json.dumps(data, indent=2) + "\n")
+    settings = "\n".join(f"- `{name}`: {json.dumps(s)}" for name, s in result.methods.items())
+    paths["markdown"].write_text(markdown_table(rows) + "\nSettings:\n" + settings + "\n")
+    plot(rows, paths["plot"])
+    return paths

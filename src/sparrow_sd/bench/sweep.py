@@ -1,0 +1,103 @@
+"""The visual-token sweep: every method on the same prompts, in one process, side by side.
+
+For each visual-token length, each clip and each temperature setting, every
+method decodes the same inputs; the autoregressive run comes first and is the
+reference. Greedy outputs of every other method must equal it token for
+token: a difference is recorded, and :func:`check_lossless` (called after the
+report is written, so it shows which sample failed) raises
+:class:`LosslessnessError`. Sampled runs are not compared token by
+token (different random streams); their exactness is the sampling tests' job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from ..errors import SparrowError
+from .methods import Method, MethodRun
+
+
+class LosslessnessError(SparrowError):
+    """A method's greedy output differed from plain decoding."""
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    visual_tokens: tuple[int, ...] = (1000, 3000, 13000, 25000)
+    clips: int = 3
+    max_new_tokens: int = 200
+    temperatures: tuple[float, ...] = (0.0,)
+    seed: int = 0
+
+
+@dataclass
+class SampleResult:
+    method: str
+    visual_tokens: int  # the requested length
+    actual_visual_tokens: int
+    clip: int
+    temperature: float
+    run: MethodRun
+    lossless: bool | None  # None: not checked (sampling, or the reference itself)
+
+
+@dataclass
+class SweepResult:
+    config: SweepConfig
+    samples: list[SampleResult] = field(default_factory=list)
+    methods: dict[str, dict] = field(default_factory=dict)
+
+    def failures(self) -> list[SampleResult]:
+        return [s for s in self.samples if s.lossless is False]
+
+    def to_dict(self) -> dict:
+        return {
+            "config": asdict(self.config),
+            "methods": self.methods,
+            "samples": [
+                {"method": s.method, "visual_tokens": s.visual_tokens, "actual_visual_tokens": s.actual_visual_tokens,
+                 "clip": s.clip, "temperature": s.temperature, "lossless": s.lossless,
+                 "new_tokens": len(s.run.tokens), "tau": s.run.tau, "target_prefill_s": s.run.target_prefill_s,
+                 "draft_prefill_s": s.run.draft_prefill_s, "decode_s": s.run.decode_s, "total_s": s.run.total_s,
+                 "decode_tokens_per_s": s.run.decode_tokens_per_s, "draft_cache_bytes": s.run.draft_cache_bytes,
+                 "peak_memory_bytes": s.run.peak_memory_bytes}
+                for s in self.samples
+            ],
+        }
+
+
+def run_sweep(methods: Sequence[Method], make_sample: Callable[[int, int], tuple[dict, int]],
+              cfg: SweepConfig, progress: bool = True) -> SweepResult:
+    """``make_sample(visual_tokens, clip_index) -> (inputs, actual visual tokens)``; the first
+    method is the autoregressive reference."""
+    from tqdm.auto import tqdm
+
+    result = SweepResult(cfg, methods={m.name: m.settings() for m in methods})
+    total = len(cfg.visual_tokens) * cfg.clips * len(cfg.temperatures) * len(methods)
+    bar = tqdm(total=total, desc="bench", disable=not progress, unit="run")
+    for tokens in cfg.visual_tokens:
+        for clip in range(cfg.clips):
+            inputs, actual = make_sample(tokens, clip)
+            for temperature in cfg.temperatures:
+                reference = None
+                for method in methods:
+                    bar.set_postfix_str(f"{tokens} visual tokens, clip {clip}, {method.name}")
+                    run = method.run(inputs, cfg.max_new_tokens, temperature, seed=cfg.seed + clip)
+                    lossless = None
+                    if reference is None:
+                        reference = run.tokens
+                    elif temperature == 0:
+                        lossless = run.tokens == reference
+                    result.samples.append(SampleResult(method.name, tokens, actual, clip, temperature, run, lossless))
+                    bar.update(1)
+    bar.close()
+    return result
+
+
+def check_lossless(result: SweepResult) -> None:
+    """Raise :class:`LosslessnessError` if any greedy run differed from plain decoding."""
+    if result.failures():
+        bad = result.failures()[0]
+        raise LosslessnessError(f"{len(result.failures())} greedy run(s) differ from plain decoding, first: "
+                                f"{bad.method} at {bad.visual_tokens} visual tokens, clip {bad.clip}")

@@ -1,0 +1,88 @@
+"""The benchmark harness on tiny models: every method, every field, the files, the lossless check."""
+
+import json
+
+import pytest
+from conftest import prompt_inputs, tiny_model
+
+from sparrow_sd.bench import (
+    Autoregressive,
+    DraftMethod,
+    LosslessnessError,
+    MethodRun,
+    PromptLookup,
+    SweepConfig,
+    check_lossless,
+    run_sweep,
+    write_reports,
+)
+from sparrow_sd.bench.methods import Method
+from sparrow_sd.proposers import TreeConfig
+from sparrow_sd.testing import frames_for_tokens
+from sparrow_sd.testing.drafts import tiny_draft
+
+ARCH = "qwen2_vl"
+
+
+def make_sample(model):
+    def sample(tokens, clip):
+        frames = frames_for_tokens(ARCH, model.config, tokens)
+        inputs = prompt_inputs(model, ARCH, seed=clip, frames=frames)
+        return inputs, int((inputs["input_ids"] == model.config.video_token_id).sum())
+
+    return sample
+
+
+def test_quick_sweep_fills_every_field_and_writes_the_files(tmp_path):
+    model = tiny_model(ARCH)
+    tree = TreeConfig(depth=3, top_k=2, total_tokens=6)
+    methods = [Autoregressive(model), PromptLookup(model, num_tokens=4),
+               DraftMethod(model, tiny_draft(model, "none"), tree, "sparrow"),
+               DraftMethod(model, tiny_draft(model, "full"), tree, "full-visual")]
+    cfg = SweepConfig(visual_tokens=(40, 120), clips=2, max_new_tokens=10, temperatures=(0.0, 1.0))
+    result = run_sweep(methods, make_sample(model), cfg, progress=False)
+    assert len(result.samples) == 2 * 2 * 2 * 4
+    check_lossless(result)  # greedy: every method equals plain decoding
+    greedy = [s for s in result.samples if s.temperature == 0 and s.method != "autoregressive"]
+    assert greedy and all(s.lossless for s in greedy)
+    assert all(s.lossless is None for s in result.samples if s.temperature > 0)
+    paths = write_reports(result, tmp_path, header={"machine": "test"})
+    data = json.loads(paths["json"].read_text())
+    assert data["machine"] == "test" and len(data["summary"]) == 2 * 2 * 4
+    for row in data["summary"]:
+        for key, value in row.items():
+            assert value is not None, key
+        assert row["tau"] >= 1.0 and row["decode_tokens_per_s"] > 0 and row["target_prefill_s"] > 0
+        if row["method"] in ("sparrow", "full-visual"):
+            assert row["draft_prefill_s"] > 0 and row["draft_cache_mb"] > 0
+    ar = [r for r in data["summary"] if r["method"] == "autoregressive"]
+    assert all(abs(r["decode_speedup"] - 1.0) < 1e-9 for r in ar)
+    table = paths["markdown"].read_text()
+    assert "sparrow" in table and "hf-prompt-lookup" in table and "Settings" in table
+    assert paths["plot"].stat().st_size > 1000
+    # the draft's cost does not grow with the video: same draft cache at both lengths
+    sparrow = [r for r in data["summary"] if r["method"] == "sparrow" and r["temperature"] == 0]
+    assert sparrow[0]["draft_cache_mb"] == sparrow[1]["draft_cache_mb"]
+
+
+class Corrupt(Method):
+    """A broken method: drops the last token. The sweep must notice."""
+
+    name = "corrupt"
+
+    def __init__(self, model):
+        self.inner = Autoregressive(model)
+
+    def run(self, inputs, max_new_tokens, temperature=0.0, seed=0):
+        run = self.inner.run(inputs, max_new_tokens, temperature, seed)
+        return MethodRun(run.tokens[:-1], run.tau, run.target_prefill_s, 0.0, run.decode_s, run.total_s)
+
+
+def test_a_lossy_method_fails_the_run_loudly(tmp_path):
+    model = tiny_model(ARCH)
+    result = run_sweep([Autoregressive(model), Corrupt(model)], make_sample(model),
+                       SweepConfig(visual_tokens=(40,), clips=1, max_new_tokens=6), progress=False)
+    write_reports(result, tmp_path)  # the report is still written
+    assert json.loads((tmp_path / "bench.json").read_text())["summary"][1]["lossless"] == "0/1"
+    with pytest.raises(LosslessnessError, match="corrupt"):
+        check_lossless(result)
