@@ -79,18 +79,10 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
 
 def _load_target(name: str, gguf: str | None, dtype: str):
     """The target model and a ``make_inputs(question, frames)`` for it."""
-    import torch
+    from .models import load_target
 
-    from .errors import UnsupportedModelError
-
-    if name != "testbed":
-        raise UnsupportedModelError(f"--model {name!r}: this version trains on the testbed target only "
-                                    "('testbed'); local Hugging Face folders come with `sparrow generate`")
-    from .testbed import load_testbed
-
-    torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
-    model, processor = load_testbed(gguf=gguf, dtype=torch_dtype)
-    return model, (lambda question, frames: processor(question, frames, dtype=torch_dtype))
+    loaded = load_target(name, dtype=dtype, gguf=gguf)
+    return loaded.model, loaded.make_inputs
 
 
 def _datagen(args: argparse.Namespace) -> int:
@@ -142,6 +134,24 @@ def _train(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}")
     model, _ = _load_target(args.model, args.gguf, "fp32")
     train_draft(model, args.data, args.out, DraftTrainConfig(**settings), resume=args.resume)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .commands.generate import GenerateOptions, run_generate
+    from .proposers import TreeConfig
+
+    torch.set_num_threads(args.threads)
+    if args.fps is not None:
+        args.num_frames = None
+    run_generate(GenerateOptions(
+        model=args.model, video=args.video, prompt=args.prompt, draft=args.draft, num_frames=args.num_frames,
+        fps=args.fps, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+        seed=args.seed, dtype=args.dtype, device=args.device,
+        tree=TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_tokens),
+        compare=args.compare, json=args.json, gguf=args.gguf))
     return 0
 
 
@@ -249,6 +259,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     train.set_defaults(func=_train)
+
+    generate = sub.add_parser(
+        "generate", parents=[common],
+        help="answer a question about a video file, streamed, with a draft or without",
+        description="Decodes a video file with PyAV (frames sampled by count or fps), asks the target the "
+                    "question and streams the answer; with --draft, speculative decoding (lossless), with "
+                    "--compare also plain decoding in the same run for the speedup and an identity check.",
+    )
+    generate.add_argument("--model", default="testbed", help="'testbed' or a local Hugging Face model folder")
+    generate.add_argument("--draft", default=None, help="draft folder (from `sparrow train`); none: plain decoding")
+    generate.add_argument("--video", required=True, help="video file (mp4, mkv, webm, ...)")
+    generate.add_argument("--prompt", required=True, help="the question or instruction")
+    generate.add_argument("--num-frames", type=int, default=16, help="frames sampled evenly over the video")
+    generate.add_argument("--fps", type=float, default=None, help="sample frames at this rate instead")
+    generate.add_argument("--max-new-tokens", type=int, default=256)
+    generate.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="fp32")
+    generate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    generate.add_argument("--tree-depth", type=int, default=5)
+    generate.add_argument("--tree-top-k", type=int, default=4)
+    generate.add_argument("--tree-tokens", type=int, default=16, help="tree nodes verified per step")
+    generate.add_argument("--compare", action="store_true", help="also decode without the draft and compare")
+    generate.add_argument("--json", action="store_true", help="print one JSON report instead of text")
+    generate.set_defaults(func=_generate)
     return parser
 
 

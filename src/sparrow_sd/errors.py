@@ -35,3 +35,7 @@ class AssetError(SparrowError):
     The message names the file and the command (usually ``make assets``) that
     fetches or rebuilds it.
     """
+
+
+class ContextLengthError(SparrowError, ValueError):
+    """The prompt (usually its video) and the tokens to generate do not fit the model's positions."""

@@ -1,0 +1,1 @@
+"""Command implementations behind the ``sparrow`` CLI (one module per command)."""

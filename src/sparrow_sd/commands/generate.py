@@ -1,0 +1,141 @@
+"""``sparrow generate``: one video file, one question, streamed, with the decoding statistics.
+
+Every input problem becomes a :class:`~sparrow_sd.errors.SparrowError` with
+one line saying what is wrong and what to do: a missing, empty, corrupt or
+non-video file and a video with no decodable frame (from
+:func:`~sparrow_sd.synth.read_video`), a video too long for the model's
+positions at the chosen sampling (with how many frames would fit), a draft
+trained for another target, an unknown model type.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..draft import load_draft
+from ..errors import ContextLengthError
+from ..generate import GenerationResult, SpeculativeGenerator
+from ..models import load_target
+from ..proposers import SparrowProposer, TreeConfig
+from ..synth import read_video
+from ..targets import wrap_target
+
+
+@dataclass
+class GenerateOptions:
+    model: str
+    video: str
+    prompt: str
+    draft: str | None = None
+    num_frames: int | None = 16
+    fps: float | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    dtype: str = "fp32"
+    device: str = "cpu"
+    tree: TreeConfig = TreeConfig()
+    compare: bool = False  # also decode without the draft: speedup and identity in the same run
+    json: bool = False
+    gguf: str | None = None
+
+
+def positions_needed(model, inputs, max_new_tokens: int, tree_nodes: int) -> int:
+    """Highest position id the prompt plus the new tokens (and one tree) will use, plus one."""
+    positions, _ = wrap_target(model).prompt_positions(inputs)
+    return int(positions.max()) + 1 + max_new_tokens + tree_nodes
+
+
+def check_context(model, make_inputs: Callable, question: str, frames: np.ndarray, inputs,
+                  max_new_tokens: int, tree_nodes: int) -> None:
+    """Refuse a prompt that runs past the model's positions, saying how many frames would fit."""
+    target = wrap_target(model)
+    limit = getattr(target.text_config, "max_position_embeddings", None)
+    if not limit:
+        return
+    need = positions_needed(model, inputs, max_new_tokens, tree_nodes)
+    if need <= limit:
+        return
+    count = len(frames)
+    half = max(1, count // 2)
+    need_half = positions_needed(model, make_inputs(question, frames[:half]), max_new_tokens, tree_nodes)
+    per_frame = (need - need_half) / max(1, count - half)
+    fit = count - math.ceil((need - limit) / per_frame) if per_frame > 0 else 0
+    advice = (f"sample at most {fit} frames (--num-frames {fit})" if fit >= 1 else
+              "even one frame does not fit; shorten the prompt or --max-new-tokens")
+    raise ContextLengthError(f"the video at {count} frames needs {need:,} positions with {max_new_tokens} new "
+                             f"tokens, but the model has {limit:,}; {advice}")
+
+
+def run_generate(opts: GenerateOptions, out=sys.stdout) -> dict:
+    """Decode and stream; returns the report (also printed as JSON with ``opts.json``)."""
+    video = read_video(opts.video, num_frames=opts.num_frames, fps=opts.fps)
+    loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, gguf=opts.gguf)
+    proposer = None
+    if opts.draft:
+        draft = load_draft(opts.draft, device=opts.device, dtype=loaded.model.dtype)
+        draft.check_target(wrap_target(loaded.model))
+        proposer = SparrowProposer(draft, opts.tree)
+    inputs = loaded.make_inputs(opts.prompt, video.frames)
+    check_context(loaded.model, loaded.make_inputs, opts.prompt, video.frames, inputs, opts.max_new_tokens,
+                  opts.tree.total_tokens if proposer else 0)
+    torch.manual_seed(opts.seed)
+
+    emitted: list[int] = []
+    shown = [""]
+
+    def stream(new_tokens: list[int]) -> None:
+        emitted.extend(new_tokens)
+        text = loaded.decode(emitted)
+        if not opts.json:
+            out.write(text[len(shown[0]):])
+            out.flush()
+        shown[0] = text
+
+    result = SpeculativeGenerator(loaded.model, proposer).generate(
+        inputs, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_p=opts.top_p,
+        seed=opts.seed, on_tokens=stream)
+    report = _report(opts, video, result, loaded.decode(result.tokens))
+    if opts.compare and proposer is not None:
+        plain = SpeculativeGenerator(loaded.model).generate(
+            inputs, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_p=opts.top_p,
+            seed=opts.seed)
+        report["autoregressive_decode_s"] = plain.stats.decode_s
+        report["decode_speedup"] = plain.stats.decode_s / result.stats.decode_s if result.stats.decode_s else None
+        report["identical_to_autoregressive"] = plain.tokens == result.tokens if opts.temperature == 0 else None
+    if opts.json:
+        out.write(json.dumps(report, indent=2) + "\n")
+    else:
+        out.write("\n\n" + _summary(report) + "\n")
+    return report
+
+
+def _report(opts: GenerateOptions, video, result: GenerationResult, text: str) -> dict:
+    s = result.stats
+    return {
+        "text": text, "tokens": result.tokens, "new_tokens": len(result.tokens),
+        "frames": int(len(video.frames)), "visual_tokens": s.visual_tokens, "prompt_tokens": s.prompt_tokens,
+        "draft": opts.draft, "tau": s.tau, "target_prefill_s": s.target_prefill_s,
+        "draft_prefill_s": s.draft_prefill_s, "decode_s": s.decode_s, "total_s": s.total_s,
+        "decode_tokens_per_s": s.decode_tokens_per_s, "temperature": opts.temperature,
+    }
+
+
+def _summary(r: dict) -> str:
+    parts = [f"{r['new_tokens']} tokens", f"{r['frames']} frames / {r['visual_tokens']:,} visual tokens",
+             f"prefill {r['target_prefill_s']:.2f}s", f"decode {r['decode_tokens_per_s']:.1f} tok/s"]
+    if r["draft"]:
+        parts.append(f"tau {r['tau']:.2f}")
+    if "decode_speedup" in r:
+        parts.append(f"decode speedup {r['decode_speedup']:.2f}x vs autoregressive")
+        if r["identical_to_autoregressive"] is not None:
+            parts.append("output identical" if r["identical_to_autoregressive"] else "OUTPUT DIFFERS")
+    return " | ".join(parts)

@@ -1,0 +1,115 @@
+"""The command line: every bad input is one line on stderr and exit code 2; a real mp4 end to end."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from sparrow_sd.cli import main
+from sparrow_sd.commands.generate import check_context
+from sparrow_sd.draft import save_draft
+from sparrow_sd.errors import AssetError, ContextLengthError
+from sparrow_sd.synth import make_clip, write_mp4
+from sparrow_sd.testbed import find_gguf
+from sparrow_sd.testbed.loader import COMMITTED_WEIGHTS
+from sparrow_sd.testing import make_video_inputs
+from sparrow_sd.testing.drafts import tiny_draft
+
+
+def one_line_error(capsys, argv, *fragments):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("sparrow: error: ") and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory):
+    clip = make_clip(11, num_frames=4, height=144, width=144, num_events=1)
+    return write_mp4(clip.frames, tmp_path_factory.mktemp("video") / "clip.mp4")
+
+
+def needs_testbed():
+    try:
+        find_gguf()
+    except AssetError as exc:
+        pytest.skip(f"SmolLM2 GGUF asset absent (run `make assets`): {exc}")
+    assert COMMITTED_WEIGHTS.is_file(), "the committed testbed weights are missing"
+
+
+def test_bad_video_files(tmp_path, capsys):
+    base = ["generate", "--prompt", "What happens?", "--video"]
+    one_line_error(capsys, base + [str(tmp_path / "missing.mp4")], "not found")
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    one_line_error(capsys, base + [str(empty)], "empty")
+    text = tmp_path / "notes.mp4"
+    text.write_text("these are not video frames\n" * 20)
+    one_line_error(capsys, base + [str(text)], "not a readable media file")
+    good = write_mp4(make_clip(5, 8, 56, 56).frames, tmp_path / "good.mp4")
+    data = good.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: data.index(b"mdat") + 4])
+    one_line_error(capsys, base + [str(cut)], "frame")
+
+
+def test_unknown_model_type(tmp_path, mp4, capsys):
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    one_line_error(capsys, ["generate", "--model", str(folder), "--video", str(mp4), "--prompt", "hi"],
+                   "LlamaForCausalLM", "supported")
+    one_line_error(capsys, ["generate", "--model", str(tmp_path), "--video", str(mp4), "--prompt", "hi"],
+                   "not a model folder")
+
+
+def test_video_longer_than_the_context_says_how_many_frames_fit():
+    """LLaVA-OneVision positions grow with every visual token: a long video runs out of them."""
+    model = tiny_model("llava_onevision")
+    frames = torch.zeros(100, 3, 16, 16)  # 4 visual tokens per frame in the tiny model
+
+    def make_inputs(question, frames):
+        return make_video_inputs("llava_onevision", model, num_frames=len(frames), prompt_ids_before=[1, 2],
+                                 prompt_ids_after=[3, 4, 5])
+
+    old = model.config.text_config.max_position_embeddings
+    model.config.text_config.max_position_embeddings = 200
+    try:
+        inputs = make_inputs("q", frames)
+        with pytest.raises(ContextLengthError, match=r"at most \d+ frames") as info:
+            check_context(model, make_inputs, "q", frames, inputs, max_new_tokens=10, tree_nodes=0)
+        fit = int(str(info.value).split("--num-frames ")[1].rstrip(")"))
+        assert 1 <= fit < 100
+        small = make_inputs("q", frames[:fit])
+        check_context(model, make_inputs, "q", frames[:fit], small, max_new_tokens=10, tree_nodes=0)  # fits
+    finally:
+        model.config.text_config.max_position_embeddings = old
+
+
+def test_draft_for_another_target(tmp_path, mp4, capsys):
+    needs_testbed()
+    folder = save_draft(tiny_draft(tiny_model("qwen2_vl"), "none"), tmp_path / "draft")
+    one_line_error(capsys, ["generate", "--video", str(mp4), "--prompt", "hi", "--draft", str(folder)],
+                   "draft does not fit this target")
+
+
+def test_generate_a_real_mp4_end_to_end(mp4, capsys):
+    """Testbed target, a real H.264 file through PyAV, streamed; equals the model's own generate()."""
+    needs_testbed()
+    code = main(["generate", "--video", str(mp4), "--prompt", "How many objects are on screen at the start?",
+                 "--num-frames", "4", "--max-new-tokens", "8", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["frames"] == 4 and report["visual_tokens"] == 648 and report["new_tokens"] >= 1
+    from sparrow_sd.synth import read_video
+    from sparrow_sd.testbed import load_testbed
+
+    model, processor = load_testbed()
+    inputs = processor("How many objects are on screen at the start?", read_video(mp4, num_frames=4).frames)
+    expected = model.generate(**inputs, do_sample=False, max_new_tokens=8)[0, inputs["input_ids"].shape[1]:]
+    assert report["tokens"] == expected.tolist()[: len(report["tokens"])]
+    assert report["text"] == processor.decode(report["tokens"])
