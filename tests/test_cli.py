@@ -113,3 +113,22 @@ def test_generate_a_real_mp4_end_to_end(mp4, capsys):
     expected = model.generate(**inputs, do_sample=False, max_new_tokens=8)[0, inputs["input_ids"].shape[1]:]
     assert report["tokens"] == expected.tolist()[: len(report["tokens"])]
     assert report["text"] == processor.decode(report["tokens"])
+
+
+def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
+    from sparrow_sd.models import load_target
+
+    draft = save_draft(tiny_draft(load_target("tiny:qwen2_vl").model, "none"), tmp_path / "sparrow")
+    out = tmp_path / "bench"
+    code = main(["bench", "--model", "tiny:qwen2_vl", "--draft", f"sparrow={draft}", "--visual-tokens", "40", "120",
+                 "--clips", "1", "--max-new-tokens", "8", "--tree-tokens", "6", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "| sparrow |" in captured.out.replace("  ", " ") or "sparrow" in captured.out
+    data = json.loads((out / "bench.json").read_text())
+    assert data["command"].startswith("sparrow bench") and data["machine"]["torch_threads"] >= 1
+    assert {r["method"] for r in data["summary"]} == {"autoregressive", "hf-prompt-lookup", "sparrow"}
+    assert all(v is not None for r in data["summary"] for v in r.values())
+    assert [r["lossless"] for r in data["summary"] if r["method"] == "sparrow"] == ["1/1", "1/1"]
+    assert (out / "bench.md").is_file() and (out / "bench.png").stat().st_size > 1000
+    one_line_error(capsys, ["bench", "--model", "tiny:qwen2_vl", "--draft", "nonsense"], "NAME=FOLDER")

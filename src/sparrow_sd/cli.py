@@ -155,6 +155,24 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench import SweepConfig
+    from .commands.bench import QUICK, BenchOptions, parse_drafts, run_bench
+    from .proposers import TreeConfig
+
+    torch.set_num_threads(args.threads)
+    sweep = QUICK if args.quick else SweepConfig(
+        visual_tokens=tuple(args.visual_tokens), clips=args.clips, max_new_tokens=args.max_new_tokens,
+        temperatures=tuple(args.temperatures))
+    run_bench(BenchOptions(model=args.model, drafts=parse_drafts(args.draft), sweep=sweep,
+                           tree=TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_tokens),
+                           prompt_lookup=not args.no_prompt_lookup, out=args.out, dtype=args.dtype,
+                           device=args.device, gguf=args.gguf))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparrow",
@@ -285,6 +303,31 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--compare", action="store_true", help="also decode without the draft and compare")
     generate.add_argument("--json", action="store_true", help="print one JSON report instead of text")
     generate.set_defaults(func=_generate)
+
+    bench = sub.add_parser(
+        "bench", parents=[common],
+        help="the visual-token sweep: every method side by side, tau and speedups, lossless check",
+        description="Runs autoregressive decoding, Hugging Face prompt lookup and every --draft on the same "
+                    "held-out SynthVideo clips at each visual-token length, with the detailed-description prompt; "
+                    "writes bench.json, bench.md and bench.png to --out, and fails (exit 2) if any greedy output "
+                    "differs from autoregressive decoding.",
+    )
+    bench.add_argument("--model", default="testbed", help="'testbed' or a local Hugging Face model folder")
+    bench.add_argument("--draft", action="append", default=[], metavar="NAME=FOLDER",
+                       help="a draft to compare (repeatable), e.g. sparrow=drafts/sparrow")
+    bench.add_argument("--visual-tokens", type=int, nargs="+", default=[1000, 3000, 13000, 25000])
+    bench.add_argument("--clips", type=int, default=3, help="clips per length")
+    bench.add_argument("--max-new-tokens", type=int, default=200)
+    bench.add_argument("--temperatures", type=float, nargs="+", default=[0.0])
+    bench.add_argument("--quick", action="store_true", help="1k and 3k tokens, one clip, 64 new tokens")
+    bench.add_argument("--no-prompt-lookup", action="store_true", help="leave out HF prompt lookup decoding")
+    bench.add_argument("--tree-depth", type=int, default=5)
+    bench.add_argument("--tree-top-k", type=int, default=4)
+    bench.add_argument("--tree-tokens", type=int, default=16)
+    bench.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="fp32")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--out", default="runs/bench", help="folder for bench.json, bench.md, bench.png")
+    bench.set_defaults(func=_bench)
     return parser
 
 

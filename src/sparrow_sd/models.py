@@ -32,8 +32,12 @@ class LoadedTarget:
 
 
 def load_target(name: str, dtype: str = "fp32", device: str = "cpu", gguf: str | None = None) -> LoadedTarget:
-    """The target for ``'testbed'`` (committed weights) or a local Hugging Face model folder."""
+    """The target for ``'testbed'`` (committed weights), a local Hugging Face model folder, or
+    ``'tiny:<arch>'``: a tiny random model for smoke tests (it ignores the question text and
+    reads only the frame count)."""
     torch_dtype = DTYPES[dtype]
+    if name.startswith("tiny:"):
+        return _tiny(name.split(":", 1)[1], torch_dtype, device)
     if name == "testbed":
         from .testbed import load_testbed
 
@@ -76,3 +80,16 @@ def _load_folder(folder: Path, dtype: torch.dtype, device: str):
         return {k: (v.to(device, dtype) if torch.is_floating_point(v) else v.to(device)) for k, v in inputs.items()}
 
     return LoadedTarget(model, make_inputs, lambda ids: processor.decode(ids, skip_special_tokens=True))
+
+
+def _tiny(arch: str, dtype: torch.dtype, device: str) -> LoadedTarget:
+    from .testing import build_tiny_model, make_video_inputs
+
+    model = build_tiny_model(arch, seed=0, dtype=dtype).to(device)
+
+    def make_inputs(question: str, frames: np.ndarray) -> dict:
+        inputs = make_video_inputs(arch, model, num_frames=len(frames), prompt_ids_before=[1, 2, 3],
+                                   prompt_ids_after=[4, 5, 6, 7], seed=len(frames), dtype=dtype)
+        return {k: v.to(device) for k, v in inputs.items()}
+
+    return LoadedTarget(model, make_inputs, lambda ids: " ".join(str(i) for i in ids))

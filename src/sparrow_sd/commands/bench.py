@@ -1,0 +1,94 @@
+"""``sparrow bench``: the visual-token sweep on the testbed (or any target), all methods in one run.
+
+Clips are held-out SynthVideo clips (seeds from ``BENCH_SEED_BASE``) at the
+frame counts that give the requested visual-token lengths; the prompt is the
+detailed-description prompt. Reports go to ``--out`` (``bench.json``,
+``bench.md``, ``bench.png``); a greedy output that differs from plain
+decoding fails the run after the reports are written.
+"""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import sys
+from dataclasses import dataclass, field
+
+import torch
+
+from ..bench import Autoregressive, DraftMethod, PromptLookup, SweepConfig, check_lossless, run_sweep, write_reports
+from ..draft import load_draft
+from ..errors import InvalidInputError
+from ..models import load_target
+from ..proposers import TreeConfig
+from ..synth import make_clip
+from ..targets import wrap_target
+
+BENCH_SEED_BASE = 300_000
+DESCRIBE = "Describe the video in detail."
+QUICK = SweepConfig(visual_tokens=(1000, 3000), clips=1, max_new_tokens=64, temperatures=(0.0,))
+
+
+@dataclass
+class BenchOptions:
+    model: str = "testbed"
+    drafts: dict[str, str] = field(default_factory=dict)  # method name -> draft folder
+    sweep: SweepConfig = SweepConfig()
+    tree: TreeConfig = TreeConfig(depth=5, top_k=4, total_tokens=16)
+    prompt_lookup: bool = True
+    out: str = "runs/bench"
+    dtype: str = "fp32"
+    device: str = "cpu"
+    gguf: str | None = None
+    frame_size: tuple[int, int] = (144, 144)
+
+
+def frames_for(model, make_inputs, tokens: int, frame_size) -> int:
+    """The even frame count whose video comes closest to ``tokens`` visual tokens (measured)."""
+    blank = torch.zeros(2, *frame_size, 3, dtype=torch.uint8).numpy()
+    target = wrap_target(model)
+    per_pair = target.expected_video_tokens(make_inputs("x", blank))
+    return max(2, 2 * round(tokens / per_pair))
+
+
+def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
+    loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, gguf=opts.gguf)
+    target = wrap_target(loaded.model)
+    methods = [Autoregressive(loaded.model)]
+    if opts.prompt_lookup:
+        methods.append(PromptLookup(loaded.model))
+    for name, folder in opts.drafts.items():
+        draft = load_draft(folder, device=opts.device, dtype=loaded.model.dtype)
+        draft.check_target(target)
+        methods.append(DraftMethod(loaded.model, draft, opts.tree, name))
+    def make_sample(tokens: int, clip: int):
+        frames = frames_for(loaded.model, loaded.make_inputs, tokens, opts.frame_size)
+        video = make_clip(BENCH_SEED_BASE + clip, num_frames=frames, height=opts.frame_size[0],
+                          width=opts.frame_size[1]).frames
+        inputs = loaded.make_inputs(DESCRIBE, video)
+        return inputs, target.expected_video_tokens(inputs)
+
+    result = run_sweep(methods, make_sample, opts.sweep)
+    header = {
+        "command": "sparrow bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "torch_threads": torch.get_num_threads(), "device": opts.device,
+                    "cuda": torch.cuda.get_device_name() if opts.device.startswith("cuda") else None},
+        "model": opts.model, "dtype": opts.dtype, "drafts": opts.drafts,
+    }
+    paths = write_reports(result, opts.out, header)
+    print(paths["markdown"].read_text())
+    print(f"reports: {', '.join(str(p) for p in paths.values())}")
+    check_lossless(result)
+    return header
+
+
+def parse_drafts(items: list[str]) -> dict[str, str]:
+    """``NAME=FOLDER`` pairs (the name labels the method in the reports)."""
+    drafts = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise InvalidInputError(f"--draft expects NAME=FOLDER (e.g. sparrow=drafts/sparrow), got {item!r}")
+        drafts[name] = folder
+    return drafts
