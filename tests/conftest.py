@@ -29,6 +29,17 @@ def hf_greedy(model, inputs, max_new_tokens: int, eos_token_id=None) -> list[int
     return out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
+def require_gguf():
+    """Skip when the SmolLM2 GGUF asset is absent (``make test`` fetches it, so CI always has it)."""
+    from sparrow_sd.errors import AssetError
+    from sparrow_sd.testbed import find_gguf
+
+    try:
+        find_gguf()
+    except AssetError as exc:
+        pytest.skip(f"SmolLM2 GGUF asset absent (run `make assets`): {exc}")
+
+
 @pytest.fixture(params=["qwen2_vl", "qwen2_5_vl", "llava_onevision"])
 def arch(request):
     return request.param

@@ -4,14 +4,13 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import require_gguf, tiny_model
 
 from sparrow_sd.cli import main
 from sparrow_sd.commands.generate import check_context
 from sparrow_sd.draft import save_draft
-from sparrow_sd.errors import AssetError, ContextLengthError
+from sparrow_sd.errors import ContextLengthError
 from sparrow_sd.synth import make_clip, write_mp4
-from sparrow_sd.testbed import find_gguf
 from sparrow_sd.testbed.loader import COMMITTED_WEIGHTS
 from sparrow_sd.testing import make_video_inputs
 from sparrow_sd.testing.drafts import tiny_draft
@@ -34,10 +33,7 @@ def mp4(tmp_path_factory):
 
 
 def needs_testbed():
-    try:
-        find_gguf()
-    except AssetError as exc:
-        pytest.skip(f"SmolLM2 GGUF asset absent (run `make assets`): {exc}")
+    require_gguf()
     assert COMMITTED_WEIGHTS.is_file(), "the committed testbed weights are missing"
 
 

@@ -8,6 +8,7 @@ fetches it first, so CI always runs them).
 import numpy as np
 import pytest
 import torch
+from conftest import require_gguf
 from safetensors.torch import load_file, save_file
 
 from sparrow_sd.errors import AssetError
@@ -34,10 +35,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def weights():
-    try:
-        find_gguf()
-    except AssetError as exc:
-        pytest.skip(f"SmolLM2 GGUF asset absent (run `make assets`): {exc}")
+    require_gguf()
     return load_smollm2_weights()
 
 

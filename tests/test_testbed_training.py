@@ -7,13 +7,14 @@ untrained testbed or on a tiny random model.
 
 import numpy as np
 import pytest
+from conftest import require_gguf
 import torch
 
 from sparrow_sd.cli import main
 from sparrow_sd.errors import AssetError
 from sparrow_sd.synth import make_clip
 from sparrow_sd.synth.vocab import COLOURS, SHAPES
-from sparrow_sd.testbed import find_gguf, load_smollm2_weights, load_testbed
+from sparrow_sd.testbed import load_testbed
 from sparrow_sd.testbed.evaluate import VideoSession, normalise, prior_baseline
 from sparrow_sd.testbed.lora import LoRA, target_modules
 from sparrow_sd.testbed.training import DESCRIBE_PROMPTS, PROBE_CLASSES, answer_spans, conversation, probe_targets
@@ -23,11 +24,7 @@ from sparrow_sd.testing import build_tiny_model, make_video_inputs
 
 @pytest.fixture(scope="module")
 def testbed():
-    try:
-        find_gguf()
-    except AssetError as exc:
-        pytest.skip(f"SmolLM2 GGUF asset absent (run `make assets`): {exc}")
-    load_smollm2_weights()
+    require_gguf()
     return load_testbed(vision_weights=None)
 
 

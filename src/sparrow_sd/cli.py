@@ -77,11 +77,11 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="evaluation dtype")
 
 
-def _load_target(name: str, gguf: str | None, dtype: str):
-    """The target model and a ``make_inputs(question, frames)`` for it."""
+def _load_target(args: argparse.Namespace):
+    """The target model and a ``make_inputs(question, frames)`` for it, from the target flags."""
     from .models import load_target
 
-    loaded = load_target(name, dtype=dtype, gguf=gguf)
+    loaded = load_target(args.model, dtype=args.dtype, device=args.device, gguf=args.gguf)
     return loaded.model, loaded.make_inputs
 
 
@@ -92,7 +92,7 @@ def _datagen(args: argparse.Namespace) -> int:
     from .training.sources import jsonl_samples, synth_samples
 
     torch.set_num_threads(args.threads)
-    model, make_inputs = _load_target(args.model, args.gguf, args.dtype)
+    model, make_inputs = _load_target(args)
     cfg = DatagenConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         ivsb_layer=args.ivsb_layer, glimpse_tokens=args.glimpse_tokens, visual=args.visual,
                         shard_size=args.shard_size, seed=args.seed)
@@ -132,7 +132,7 @@ def _train(args: argparse.Namespace) -> int:
         from .errors import InvalidInputError
 
         raise InvalidInputError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}")
-    model, _ = _load_target(args.model, args.gguf, "fp32")
+    model, _ = _load_target(args)
     train_draft(model, args.data, args.out, DraftTrainConfig(**settings), resume=args.resume)
     return 0
 
@@ -201,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--gguf", default=None, help="SmolLM2 GGUF file or folder (default: $SPARROW_SMOLLM2_GGUF, "
                                                      "then assets/cache from `make assets`)")
     common.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    target_flags = argparse.ArgumentParser(add_help=False)
+    target_flags.add_argument("--model", default="testbed",
+                              help="'testbed', a local Hugging Face model folder, or tiny:<arch> (a tiny random "
+                                   "model for smoke tests)")
+    target_flags.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="fp32", help="target dtype")
+    target_flags.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    tree_flags = argparse.ArgumentParser(add_help=False)
+    tree_flags.add_argument("--tree-depth", type=int, default=5, help="draft tree depth")
+    tree_flags.add_argument("--tree-top-k", type=int, default=4, help="children expanded per node")
+    tree_flags.add_argument("--tree-tokens", type=int, default=16, help="tree nodes verified per step")
     build = testbed_sub.add_parser(
         "build", parents=[common],
         help="train the vision tower and LoRA from scratch (fixed seed), then evaluate",
@@ -229,14 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_testbed_eval)
 
     datagen = sub.add_parser(
-        "datagen", parents=[common],
+        "datagen", parents=[common, target_flags],
         help="self-distilled draft-training data: the target writes the responses",
         description="Runs the target over video prompts (SynthVideo clips or a JSONL of real videos), lets it "
                     "write its own responses and stores, in resumable bf16 safetensors shards, the token ids, the "
                     "loss mask and the target states a draft learns from. Rerun the same command to resume; "
                     "under `accelerate launch` each process takes its share of the samples.",
     )
-    datagen.add_argument("--model", default="testbed", help="the target ('testbed')")
     datagen.add_argument("--source", default="synth", help="'synth' (SynthVideo clips) or a JSONL file")
     datagen.add_argument("--out", required=True, help="output folder (shards and info.json)")
     datagen.add_argument("--count", type=int, default=400, help="synth: number of clips")
@@ -250,20 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="'full' keeps per-position visual states (the full-visual and pruned baselines need them)")
     datagen.add_argument("--shard-size", type=int, default=32)
     datagen.add_argument("--seed", type=int, default=0)
-    datagen.add_argument("--dtype", choices=["bf16", "fp32"], default="fp32")
     datagen.add_argument("--rank", type=int, default=0)
     datagen.add_argument("--world", type=int, default=None,
                          help="processes sharing the work, this one being --rank (default: from accelerate)")
     datagen.set_defaults(func=_datagen)
 
     train = sub.add_parser(
-        "train", parents=[common],
+        "train", parents=[common, target_flags],
         help="train a draft (Sparrow or a peer) on datagen output",
         description="Trains a draft in any visual mode with multi-token prediction and IVSB; settings come from "
                     "--config (JSON with DraftTrainConfig fields) and are overridden by flags. Multi-GPU: "
                     "`accelerate launch -m sparrow_sd.cli train ...`.",
     )
-    train.add_argument("--model", default="testbed", help="the target ('testbed')")
     train.add_argument("--data", required=True, help="a `sparrow datagen` output folder")
     train.add_argument("--out", required=True, help="draft folder to write")
     train.add_argument("--config", default=None, help="JSON file of training settings")
@@ -279,13 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     generate = sub.add_parser(
-        "generate", parents=[common],
+        "generate", parents=[common, target_flags, tree_flags],
         help="answer a question about a video file, streamed, with a draft or without",
         description="Decodes a video file with PyAV (frames sampled by count or fps), asks the target the "
                     "question and streams the answer; with --draft, speculative decoding (lossless), with "
                     "--compare also plain decoding in the same run for the speedup and an identity check.",
     )
-    generate.add_argument("--model", default="testbed", help="'testbed' or a local Hugging Face model folder")
     generate.add_argument("--draft", default=None, help="draft folder (from `sparrow train`); none: plain decoding")
     generate.add_argument("--video", required=True, help="video file (mp4, mkv, webm, ...)")
     generate.add_argument("--prompt", required=True, help="the question or instruction")
@@ -295,24 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     generate.add_argument("--top-p", type=float, default=1.0)
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="fp32")
-    generate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    generate.add_argument("--tree-depth", type=int, default=5)
-    generate.add_argument("--tree-top-k", type=int, default=4)
-    generate.add_argument("--tree-tokens", type=int, default=16, help="tree nodes verified per step")
     generate.add_argument("--compare", action="store_true", help="also decode without the draft and compare")
     generate.add_argument("--json", action="store_true", help="print one JSON report instead of text")
     generate.set_defaults(func=_generate)
 
     bench = sub.add_parser(
-        "bench", parents=[common],
+        "bench", parents=[common, target_flags, tree_flags],
         help="the visual-token sweep: every method side by side, tau and speedups, lossless check",
         description="Runs autoregressive decoding, Hugging Face prompt lookup and every --draft on the same "
                     "held-out SynthVideo clips at each visual-token length, with the detailed-description prompt; "
                     "writes bench.json, bench.md and bench.png to --out, and fails (exit 2) if any greedy output "
                     "differs from autoregressive decoding.",
     )
-    bench.add_argument("--model", default="testbed", help="'testbed' or a local Hugging Face model folder")
     bench.add_argument("--draft", action="append", default=[], metavar="NAME=FOLDER",
                        help="a draft to compare (repeatable), e.g. sparrow=drafts/sparrow")
     bench.add_argument("--visual-tokens", type=int, nargs="+", default=[1000, 3000, 13000, 25000])
@@ -321,11 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--temperatures", type=float, nargs="+", default=[0.0])
     bench.add_argument("--quick", action="store_true", help="1k and 3k tokens, one clip, 64 new tokens")
     bench.add_argument("--no-prompt-lookup", action="store_true", help="leave out HF prompt lookup decoding")
-    bench.add_argument("--tree-depth", type=int, default=5)
-    bench.add_argument("--tree-top-k", type=int, default=4)
-    bench.add_argument("--tree-tokens", type=int, default=16)
-    bench.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="fp32")
-    bench.add_argument("--device", default="cpu")
     bench.add_argument("--out", default="runs/bench", help="folder for bench.json, bench.md, bench.png")
     bench.set_defaults(func=_bench)
     return parser
