@@ -76,20 +76,23 @@ def make_record(prefill: TargetPrefill, prompt_length: int, ivsb_layer: int | No
 
 def prefill_from_record(record: dict[str, torch.Tensor], embed_weight: torch.Tensor,
                         ivsb_layer: int | None, dtype: torch.dtype = torch.float32) -> TargetPrefill:
-    """A dense TargetPrefill rebuilt from a record (text embeddings from ``embed_weight``)."""
+    """A dense TargetPrefill rebuilt from a record (text embeddings from ``embed_weight``),
+    on ``embed_weight``'s device."""
+    record = {k: v.to(embed_weight.device) for k, v in record.items()}
     ids = record["input_ids"].long()
     visual = record["visual_mask"].bool()
     length, size = ids.shape[0], embed_weight.shape[1]
-    embeds = torch.zeros(length, size, dtype=dtype)
+    device = embed_weight.device
+    embeds = torch.zeros(length, size, dtype=dtype, device=device)
     embeds[~visual] = embed_weight[ids[~visual]].to(dtype)
-    hidden = torch.zeros(length, size, dtype=dtype)
+    hidden = torch.zeros(length, size, dtype=dtype, device=device)
     hidden[record["hidden_positions"].long()] = record["hidden"].to(dtype)
     layer_hidden = {}
     if "visual_embeds" in record:
         embeds[visual] = record["visual_embeds"].to(dtype)
         hidden[visual] = record["visual_hidden"].to(dtype)
     if ivsb_layer is not None:
-        layer = torch.zeros(length, size, dtype=dtype)
+        layer = torch.zeros(length, size, dtype=dtype, device=device)
         if "visual_ivsb" in record:
             layer[visual] = record["visual_ivsb"].to(dtype)
         layer_hidden[ivsb_layer] = layer

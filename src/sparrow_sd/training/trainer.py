@@ -133,16 +133,16 @@ def sample_loss(draft: SparrowDraft, record: dict[str, torch.Tensor], embed_weig
     nxt = source + 1
     has_label = (source >= 0) & (nxt < ids.shape[0])
     labelled = has_label.clone()
-    labelled[has_label] = record["loss_mask"].bool()[nxt[has_label]]
+    labelled[has_label] = record["loss_mask"].bool().to(ids.device)[nxt[has_label]]
     if not labelled.any():
-        return torch.zeros((), requires_grad=True), [0.0] * cfg.mtp_steps, 0
+        return torch.zeros((), requires_grad=True, device=ids.device), [0.0] * cfg.mtp_steps, 0
     where = labelled.nonzero().squeeze(-1)
     with torch.no_grad():
         target_state = prefill.hidden[source[where]]
         target_logp = F.log_softmax(draft.lm_head(target_state).float(), dim=-1)
         truth = ids[nxt[where]]
     levels = unroll(draft, context.embeds, context.hidden, cfg.mtp_steps)
-    loss = torch.zeros((), dtype=torch.float32)
+    loss = torch.zeros((), dtype=torch.float32, device=ids.device)
     agree = []
     norm = sum(cfg.step_decay**k for k in range(cfg.mtp_steps))
     for k, level in enumerate(levels):
@@ -229,6 +229,7 @@ def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrai
         log(f"resuming from step {start_step}")
     draft, optimizer = accelerator.prepare(draft, optimizer)
     core = accelerator.unwrap_model(draft)
+    embed_weight = embed_weight.to(accelerator.device)
     mine = train_ids[accelerator.process_index :: accelerator.num_processes]
     total = cfg.epochs * len(mine)
     bar = tqdm(total=total, initial=start_step, desc="train draft", disable=not progress or not accelerator.is_main_process)
