@@ -168,3 +168,24 @@ def test_eval_command_refuses_missing_weights(tmp_path, capsys):
     code = main(["testbed", "eval", "--weights", str(tmp_path / "none.safetensors")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "not found" in err
+
+
+def test_committed_weights_are_small_documented_and_load():
+    """The shipped testbed: at most 20 MB, a manifest with seed, data, command and figures, and it loads."""
+    import json
+
+    from sparrow_sd.testbed.build import manifest_path
+    from sparrow_sd.testbed.loader import COMMITTED_WEIGHTS
+
+    require_gguf()
+    assert COMMITTED_WEIGHTS.is_file() and COMMITTED_WEIGHTS.stat().st_size <= 20 * 2**20
+    manifest = json.loads(manifest_path(COMMITTED_WEIGHTS).read_text())
+    for key in ("seed", "data", "command", "training", "training_time_s", "evaluation"):
+        assert key in manifest, key
+    assert manifest["evaluation"]["short"]["questions"] > 0
+    model, processor = load_testbed()  # the default is the committed file
+    assert any(".language_model." in name and "q_proj" in name for name in
+               [n for n, _ in model.named_parameters()])
+    clip = _clip(frames=2, events=1)
+    session = VideoSession(model, processor, clip.frames)
+    assert len(session.answer("How many objects are on screen at the start?", 4)) >= 1
