@@ -189,3 +189,32 @@ def test_committed_weights_are_small_documented_and_load():
     clip = _clip(frames=2, events=1)
     session = VideoSession(model, processor, clip.frames)
     assert len(session.answer("How many objects are on screen at the start?", 4)) >= 1
+
+
+def test_an_interrupted_build_resumes_to_the_same_weights(tmp_path):
+    """Stop a build right after a checkpoint, run the same command again: bit-identical weights."""
+    from safetensors.torch import load_file
+
+    from sparrow_sd.testbed.build import train_testbed
+    from sparrow_sd.testbed.training import TrainConfig
+
+    require_gguf()
+    cfg = TrainConfig(grounding_steps=3, steps=4, warmup=1, frames=(2,), long_every=0, eval_every=2,
+                      eval_clips=1, checkpoint_every=2, max_events=1)
+    quiet = lambda message: None  # noqa: E731
+    train_testbed(tmp_path / "a.safetensors", cfg, work=tmp_path / "wa", log=quiet)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_first_eval(message):
+        if message.startswith("held-out"):
+            raise Stop  # the step-2 checkpoint is already on disk
+
+    with pytest.raises(Stop):
+        train_testbed(tmp_path / "b.safetensors", cfg, work=tmp_path / "wb", log=stop_at_first_eval)
+    messages = []
+    train_testbed(tmp_path / "b.safetensors", cfg, work=tmp_path / "wb", log=messages.append)
+    assert any("resuming language at step 2" in m for m in messages)
+    a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

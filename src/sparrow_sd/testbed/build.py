@@ -21,7 +21,7 @@ import torch
 from .config import TestbedConfig
 from .lora import LoRA
 from .loader import load_testbed
-from .training import PROBE_CLASSES, TrainConfig, config_dict, train_grounding, train_language
+from .training import PROBE_CLASSES, RunState, TrainConfig, config_dict, train_grounding, train_language
 from .vision_io import save_vision_weights
 
 
@@ -50,6 +50,7 @@ def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | P
     log = log or _logger(work / "train.log")
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    work.mkdir(parents=True, exist_ok=True)
     model, processor = load_testbed(None, gguf=gguf, config=TestbedConfig(seed=cfg.seed))  # untrained start
     model.train(False)  # no dropout in these modules; keep eval-mode behaviour
     model.requires_grad_(False)
@@ -58,16 +59,18 @@ def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | P
     log(f"training settings: {json.dumps(config_dict(cfg))}")
 
     started = time.time()
-    train_grounding(model, processor, probe, cfg, log)
-    grounding_s = time.time() - started
+    state = RunState(work / "resume.pt", cfg, log=log)
+    if not state.stage_done("grounding"):
+        train_grounding(model, processor, probe, cfg, log, state=state)
+    grounding_s = state.elapsed_s()
     lora = LoRA(model, rank=cfg.lora_rank, seed=cfg.seed).attach()
-
-    def checkpoint(step: int) -> None:
-        state = {"visual": model.model.visual.state_dict(), "lora": lora.state(), "step": step}
-        torch.save(state, work / "checkpoint.pt")
-
-    train_language(model, processor, probe, lora, cfg, log, on_checkpoint=checkpoint)
-    total_s = time.time() - started
+    if state.stage_done("language"):
+        state.load_modules({"visual": model.model.visual, "probe": probe, "lora": lora})
+    else:
+        state = RunState(work / "resume.pt", cfg, log=log)  # holds the finished grounding stage now
+        state.started = started
+        train_language(model, processor, probe, lora, cfg, log, state=state)
+    total_s = state.elapsed_s()
     lora.merge()
     save_vision_weights(model, out, lora_state=lora.state())
     manifest = {

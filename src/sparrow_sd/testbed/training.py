@@ -26,15 +26,18 @@ seeds start there, so the two never meet.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InvalidInputError
 from ..synth import make_clip
 from ..synth.render import object_pixels
 from ..synth.vocab import COLOURS, SHAPES, SIZES
@@ -71,6 +74,7 @@ class TrainConfig:
     max_events: int = 4
     description_prob: float = 0.5
     eval_every: int = 200
+    checkpoint_every: int = 25
     eval_clips: int = 6
     threads: int = 2
 
@@ -168,15 +172,82 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+class RunState:
+    """Checkpoints that let an interrupted build continue bit for bit.
+
+    Every ``every`` steps (and at the end of each stage) it writes the trained
+    modules, the optimizer, the data RNG and torch's RNG to ``path``; a new
+    run with the same settings resumes from there, so an interrupted build
+    gives the same weights as an uninterrupted one. ``path=None`` disables it.
+    """
+
+    STAGES = ("grounding", "language", "done")
+
+    def __init__(self, path, cfg: TrainConfig, log: Callable[[str], None] = print):
+        self.path, self.cfg, self.every, self.log = path, cfg, cfg.checkpoint_every, log
+        self.saved = None
+        self.started = time.time()
+        if path is not None and Path(path).is_file():
+            self.saved = torch.load(path, weights_only=False)
+            if self.saved["config"] != config_dict(cfg):
+                raise InvalidInputError(f"{path} holds a run with other settings; delete it or use another work folder")
+
+    def elapsed_s(self) -> float:
+        """Training time so far, over every run that contributed to this state."""
+        before = self.saved.get("elapsed_s", 0.0) if self.saved else 0.0
+        return before + time.time() - self.started
+
+    def stage_done(self, stage: str) -> bool:
+        return self.saved is not None and self.STAGES.index(self.saved["stage"]) > self.STAGES.index(stage)
+
+    def restore(self, stage: str, modules: dict[str, nn.Module], opt, rng: np.random.Generator) -> int:
+        """Load the saved state of ``stage`` if there is one; the step to continue from."""
+        if self.saved is None or self.saved["stage"] != stage:
+            return 0
+        self.load_modules(modules)
+        if "optimizer" not in self.saved:  # the previous stage had just finished
+            return 0
+        opt.load_state_dict(self.saved["optimizer"])
+        rng.bit_generator.state = self.saved["rng"]
+        torch.set_rng_state(self.saved["torch_rng"])
+        self.log(f"resuming {stage} at step {self.saved['step']} from {self.path}")
+        return self.saved["step"]
+
+    def load_modules(self, modules: dict[str, nn.Module]) -> None:
+        """The saved weights of every module the checkpoint holds."""
+        for name, module in modules.items():
+            if name in self.saved["modules"]:
+                module.load_state_dict(self.saved["modules"][name])
+
+    def maybe_save(self, stage: str, step: int, total: int, modules: dict[str, nn.Module], opt,
+                   rng: np.random.Generator) -> None:
+        if self.path is None or (step % self.every and step != total):
+            return
+        state = {"stage": stage if step < total else self.STAGES[self.STAGES.index(stage) + 1],
+                 "step": step if step < total else 0, "config": config_dict(self.cfg),
+                 "elapsed_s": self.elapsed_s()}
+        if step < total:
+            state.update(modules={n: m.state_dict() for n, m in modules.items()}, optimizer=opt.state_dict(),
+                         rng=rng.bit_generator.state, torch_rng=torch.get_rng_state())
+        else:  # a finished stage: the next one starts from these module weights
+            state.update(modules={n: m.state_dict() for n, m in modules.items()}, finished=stage)
+        partial = Path(str(self.path) + ".partial")
+        torch.save(state, partial)
+        os.replace(partial, self.path)
+
+
 def train_grounding(model, processor: TestbedProcessor, probe: nn.Linear, cfg: TrainConfig,
-                    log: Callable[[str], None] = print) -> None:
+                    log: Callable[[str], None] = print, state: RunState | None = None) -> None:
     """Stage 1: vision tower + merger + probe on per-token object labels."""
     visual = model.model.visual
     params = list(visual.parameters()) + list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.grounding_lr, weight_decay=0.01)
     rng = np.random.default_rng(cfg.seed)
+    modules = {"visual": visual, "probe": probe}
+    state = state or RunState(None, cfg)
+    first = state.restore("grounding", modules, opt, rng)
     start, running = time.time(), None
-    for step in range(cfg.grounding_steps):
+    for step in range(first, cfg.grounding_steps):
         for group in opt.param_groups:
             group["lr"] = cfg.grounding_lr * _schedule(step, cfg.grounding_steps, cfg.warmup)
         frames = int(rng.choice(cfg.grounding_frames))
@@ -191,8 +262,9 @@ def train_grounding(model, processor: TestbedProcessor, probe: nn.Linear, cfg: T
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        state.maybe_save("grounding", step + 1, cfg.grounding_steps, modules, opt, rng)
         if (step + 1) % 50 == 0 or step + 1 == cfg.grounding_steps:
-            rate = (time.time() - start) / (step + 1)
+            rate = (time.time() - start) / (step + 1 - first)
             log(f"grounding {step + 1}/{cfg.grounding_steps} probe_loss {running:.4f} "
                 f"{rate:.2f}s/step eta {rate * (cfg.grounding_steps - step - 1) / 60:.1f}min")
 
@@ -249,7 +321,8 @@ def held_out_accuracy(model, processor, cfg: TrainConfig, num_frames: int = 6) -
 
 
 def train_language(model, processor: TestbedProcessor, probe: nn.Linear, lora: LoRA, cfg: TrainConfig,
-                   log: Callable[[str], None] = print, on_checkpoint: Callable[[int], None] | None = None) -> None:
+                   log: Callable[[str], None] = print, on_checkpoint: Callable[[int], None] | None = None,
+                   state: RunState | None = None) -> None:
     """Stage 2: the LLaVA step, answers through the frozen language model (+ LoRA)."""
     visual = model.model.visual
     capture = _VisualCapture(visual)
@@ -260,9 +333,12 @@ def train_language(model, processor: TestbedProcessor, probe: nn.Linear, lora: L
     opt = torch.optim.AdamW(groups, weight_decay=0.01)
     params = [p for g in groups for p in g["params"]]
     rng = np.random.default_rng(cfg.seed + 1)
+    modules = {"visual": visual, "probe": probe, "lora": lora}
+    state = state or RunState(None, cfg)
+    first = state.restore("language", modules, opt, rng)
     start, loss_avg, acc_avg = time.time(), None, None
     try:
-        for step in range(cfg.steps):
+        for step in range(first, cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = group["base"] * _schedule(step, cfg.steps, cfg.warmup)
             long = cfg.long_every and (step + 1) % cfg.long_every == 0
@@ -279,8 +355,9 @@ def train_language(model, processor: TestbedProcessor, probe: nn.Linear, lora: L
             acc = (logits.argmax(-1) == targets).float().mean().item()
             loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
             acc_avg = acc if acc_avg is None else 0.95 * acc_avg + 0.05 * acc
+            state.maybe_save("language", step + 1, cfg.steps, modules, opt, rng)
             if (step + 1) % 10 == 0:
-                rate = (time.time() - start) / (step + 1)
+                rate = (time.time() - start) / (step + 1 - first)
                 log(f"language {step + 1}/{cfg.steps} loss {loss_avg:.4f} token_acc {acc_avg:.3f} "
                     f"frames {frames} {rate:.2f}s/step eta {rate * (cfg.steps - step - 1) / 60:.1f}min")
             if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
