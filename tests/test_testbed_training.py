@@ -220,3 +220,24 @@ def test_an_interrupted_build_resumes_to_the_same_weights(tmp_path):
     assert any("resuming language at step 2" in m for m in messages)
     a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_answer_loss_weights_tokens_or_answers():
+    from sparrow_sd.testbed.training import answer_loss
+
+    labels = [-100, 5, -100, 6, 7, 8, -100]  # answers of 1 and 3 tokens (labels[1:] are the targets)
+    targets = torch.tensor([5, 6, 7, 8])
+    logits = torch.zeros(4, 10)
+    logits[0, 5] = 5.0  # the one-token answer is easy, the three-token one is not
+    per_token = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    assert torch.isclose(answer_loss(logits, targets, labels, "token"), per_token.mean())
+    assert torch.isclose(answer_loss(logits, targets, labels, "turn"), (per_token[0] + per_token[1:].mean()) / 2)
+
+
+def test_resume_accepts_settings_added_later_at_their_default():
+    from sparrow_sd.testbed.training import TrainConfig, config_dict, same_run
+
+    saved = config_dict(TrainConfig())
+    del saved["answer_weighting"]  # a checkpoint written before the setting existed
+    assert same_run(saved, TrainConfig())
+    assert not same_run(saved, TrainConfig(answer_weighting="turn"))

@@ -29,7 +29,8 @@ def _testbed_build(args: argparse.Namespace) -> int:
     from .testbed.build import train_testbed
     from .testbed.training import TrainConfig
 
-    cfg = TrainConfig(seed=args.seed, steps=args.steps, grounding_steps=args.grounding_steps, threads=args.threads)
+    cfg = TrainConfig(seed=args.seed, steps=args.steps, grounding_steps=args.grounding_steps, threads=args.threads,
+                      answer_weighting=args.answer_weighting)
     train_testbed(args.out, cfg, work=args.work, gguf=args.gguf)
     if args.no_eval:
         return 0
@@ -224,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--steps", type=int, default=800, help="language-stage steps (one clip each)")
     build.add_argument("--grounding-steps", type=int, default=600, help="grounding-stage steps")
+    build.add_argument("--answer-weighting", choices=["token", "turn"], default="token",
+                       help="loss per answer token, or per answer (short answers weigh as much as descriptions)")
     build.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     _add_eval_flags(build)
     build.set_defaults(func=_testbed_build)

@@ -77,6 +77,7 @@ class TrainConfig:
     checkpoint_every: int = 25
     eval_clips: int = 6
     threads: int = 2
+    answer_weighting: str = "token"  # "token": every answer token counts once; "turn": every answer counts once
 
 
 # -- data ----------------------------------------------------------------------
@@ -189,7 +190,7 @@ class RunState:
         self.started = time.time()
         if path is not None and Path(path).is_file():
             self.saved = torch.load(path, weights_only=False)
-            if self.saved["config"] != config_dict(cfg):
+            if not same_run(self.saved["config"], cfg):
                 raise InvalidInputError(f"{path} holds a run with other settings; delete it or use another work folder")
 
     def elapsed_s(self) -> float:
@@ -289,6 +290,25 @@ def _answer_forward(model, processor, clip, rng, description_prob, dtype=torch.b
     return logits, targets[where], ids, labels
 
 
+def answer_loss(logits: torch.Tensor, targets: torch.Tensor, labels: list[int], weighting: str) -> torch.Tensor:
+    """Cross-entropy over the supervised tokens: per token, or averaged per answer first
+    (``"turn"``), so a one-word answer weighs as much as a 150-token description."""
+    per_token = F.cross_entropy(logits, targets, reduction="none")
+    if weighting == "token":
+        return per_token.mean()
+    if weighting != "turn":
+        raise InvalidInputError(f"answer_weighting must be 'token' or 'turn', got {weighting!r}")
+    lengths = [end - start for start, end in answer_spans(labels[1:])]
+    return torch.stack([chunk.mean() for chunk in per_token.split(lengths)]).mean()
+
+
+def same_run(saved: dict, cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's settings are ``cfg``'s (settings added since default to the old behaviour)."""
+    current = config_dict(cfg)
+    defaults = config_dict(TrainConfig())
+    return all(saved.get(k, defaults[k]) == v for k, v in current.items())
+
+
 def answer_spans(labels: list[int]) -> list[tuple[int, int]]:
     """(start, end) of each supervised run in ``labels`` (one per answer)."""
     spans, start = [], None
@@ -344,8 +364,8 @@ def train_language(model, processor: TestbedProcessor, probe: nn.Linear, lora: L
             long = cfg.long_every and (step + 1) % cfg.long_every == 0
             frames = int(rng.choice(cfg.long_frames if long else cfg.frames))
             clip = sample_clip(TRAIN_SEED_BASE + cfg.seed * 100_003 + step, frames, cfg.max_events, processor, rng)
-            logits, targets, _, _ = _answer_forward(model, processor, clip, rng, cfg.description_prob)
-            loss = F.cross_entropy(logits, targets)
+            logits, targets, _, labels = _answer_forward(model, processor, clip, rng, cfg.description_prob)
+            loss = answer_loss(logits, targets, labels, cfg.answer_weighting)
             if cfg.probe_weight:
                 loss = loss + cfg.probe_weight * _probe_loss(probe, capture.output, probe_targets(clip, processor))
             opt.zero_grad(set_to_none=True)
