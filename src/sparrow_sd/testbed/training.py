@@ -341,8 +341,7 @@ def held_out_accuracy(model, processor, cfg: TrainConfig, num_frames: int = 6) -
 
 
 def train_language(model, processor: TestbedProcessor, probe: nn.Linear, lora: LoRA, cfg: TrainConfig,
-                   log: Callable[[str], None] = print, on_checkpoint: Callable[[int], None] | None = None,
-                   state: RunState | None = None) -> None:
+                   log: Callable[[str], None] = print, state: RunState | None = None) -> None:
     """Stage 2: the LLaVA step, answers through the frozen language model (+ LoRA)."""
     visual = model.model.visual
     capture = _VisualCapture(visual)
@@ -383,8 +382,6 @@ def train_language(model, processor: TestbedProcessor, probe: nn.Linear, lora: L
             if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
                 log(f"held-out answer accuracy (6 frames, teacher forced) at step {step + 1}: "
                     f"{held_out_accuracy(model, processor, cfg):.3f}")
-                if on_checkpoint is not None:
-                    on_checkpoint(step + 1)
     finally:
         capture.close()
 
