@@ -13,10 +13,9 @@ import argparse
 import time
 
 import torch
-from transformers import Qwen2VLForConditionalGeneration
-
 from sparrow_sd.generate import SpeculativeGenerator
-from sparrow_sd.testing import frames_for_tokens, make_video_inputs, tiny_config
+from sparrow_sd.testing import frames_for_tokens, make_video_inputs
+from sparrow_sd.testing.shaped import testbed_shaped_model
 
 
 class StepClock:
@@ -30,18 +29,6 @@ class StepClock:
 
     def end(self):
         pass
-
-
-def testbed_shaped_model() -> Qwen2VLForConditionalGeneration:
-    config = tiny_config("qwen2_vl", vocab_size=49156)
-    text = config.text_config
-    text.hidden_size, text.intermediate_size, text.num_hidden_layers = 576, 1536, 30
-    text.num_attention_heads, text.num_key_value_heads, text.head_dim = 9, 3, 64
-    text.layer_types = ["full_attention"] * 30
-    text.rope_parameters = {"rope_type": "default", "rope_theta": 100000.0, "mrope_section": [8, 12, 12]}
-    config.vision_config.hidden_size = 576
-    torch.manual_seed(0)
-    return Qwen2VLForConditionalGeneration(config).eval()
 
 
 def main() -> None:

@@ -86,3 +86,13 @@ def test_a_lossy_method_fails_the_run_loudly(tmp_path):
     assert json.loads((tmp_path / "bench.json").read_text())["summary"][1]["lossless"] == "0/1"
     with pytest.raises(LosslessnessError, match="corrupt"):
         check_lossless(result)
+
+
+def test_verify_cost_curve_and_pick():
+    from sparrow_sd.bench.tune import pick_tree_tokens, verify_cost_curve
+
+    model = tiny_model(ARCH)
+    costs = verify_cost_curve(model, prompt_inputs(model, ARCH, seed=0, frames=4), node_counts=(1, 4, 16), repeats=1)
+    assert set(costs) == {1, 4, 16} and all(c > 0 for c in costs.values())
+    assert pick_tree_tokens({1: 1.0, 4: 1.1, 16: 1.4, 32: 2.5}) == 16
+    assert pick_tree_tokens({1: 1.0, 4: 3.0}) == 1
