@@ -41,6 +41,7 @@ from ..errors import InvalidInputError
 from ..synth import make_clip
 from ..synth.render import object_pixels
 from ..synth.vocab import COLOURS, SHAPES, SIZES
+from ..training.schedule import warmup_cosine
 from .lora import LoRA
 from .processor import TestbedProcessor
 
@@ -167,12 +168,6 @@ def _probe_loss(probe: nn.Linear, features: torch.Tensor, targets: tuple[torch.T
     return sum(-(t * F.log_softmax(z, -1)).sum(-1).mean() for z, t in zip(logits, targets)) / len(targets)
 
 
-def _schedule(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 class RunState:
     """Checkpoints that let an interrupted build continue bit for bit.
 
@@ -250,7 +245,7 @@ def train_grounding(model, processor: TestbedProcessor, probe: nn.Linear, cfg: T
     start, running = time.time(), None
     for step in range(first, cfg.grounding_steps):
         for group in opt.param_groups:
-            group["lr"] = cfg.grounding_lr * _schedule(step, cfg.grounding_steps, cfg.warmup)
+            group["lr"] = cfg.grounding_lr * warmup_cosine(step, cfg.grounding_steps, cfg.warmup)
         frames = int(rng.choice(cfg.grounding_frames))
         clip = sample_clip(TRAIN_SEED_BASE + 7_000_000 + cfg.seed * 100_003 + step, frames, cfg.max_events,
                            processor, rng)
@@ -359,7 +354,7 @@ def train_language(model, processor: TestbedProcessor, probe: nn.Linear, lora: L
     try:
         for step in range(first, cfg.steps):
             for group in opt.param_groups:
-                group["lr"] = group["base"] * _schedule(step, cfg.steps, cfg.warmup)
+                group["lr"] = group["base"] * warmup_cosine(step, cfg.steps, cfg.warmup)
             long = cfg.long_every and (step + 1) % cfg.long_every == 0
             frames = int(rng.choice(cfg.long_frames if long else cfg.frames))
             clip = sample_clip(TRAIN_SEED_BASE + cfg.seed * 100_003 + step, frames, cfg.max_events, processor, rng)

@@ -21,7 +21,6 @@ step, and ``resume`` continues from the last one.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ from ..draft import DraftConfig, SparrowDraft, build_draft_context, load_draft, 
 from ..errors import InvalidInputError
 from ..targets import wrap_target
 from .datagen import data_info
+from .schedule import warmup_cosine
 from .records import missing_for_mode, prefill_from_record, record_glimpse
 from .unroll import unroll
 
@@ -160,12 +160,6 @@ def sample_loss(draft: SparrowDraft, record: dict[str, torch.Tensor], embed_weig
     return loss, agree, int(where.numel())
 
 
-def _schedule(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
 def evaluate_agreement(draft, records, embed_weight, cfg) -> list[float]:
     """Mean per-level greedy agreement with the target on held-out records."""
     totals = [0.0] * cfg.mtp_steps
@@ -243,7 +237,7 @@ def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrai
                 step += 1
                 continue
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * _schedule(step, total, cfg.warmup)
+                group["lr"] = cfg.lr * warmup_cosine(step, total, cfg.warmup)
             with accelerator.accumulate(draft):
                 with accelerator.autocast():
                     loss, agree, _ = sample_loss(core, data[index], embed_weight, cfg)

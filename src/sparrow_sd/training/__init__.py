@@ -1,0 +1,1 @@
+"""Draft training: self-distilled data (datagen), records, the MTP unroll, the trainer."""
