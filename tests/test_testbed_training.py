@@ -237,7 +237,9 @@ def test_answer_loss_weights_tokens_or_answers():
 def test_resume_accepts_settings_added_later_at_their_default():
     from sparrow_sd.testbed.training import TrainConfig, config_dict, same_run
 
-    saved = config_dict(TrainConfig())
-    del saved["answer_weighting"]  # a checkpoint written before the setting existed
-    assert same_run(saved, TrainConfig())
+    saved = config_dict(TrainConfig(answer_weighting="token"))
+    del saved["answer_weighting"]  # a checkpoint written before the setting existed (it weighted tokens)
+    assert same_run(saved, TrainConfig(answer_weighting="token"))
     assert not same_run(saved, TrainConfig(answer_weighting="turn"))
+    assert same_run(config_dict(TrainConfig()), TrainConfig()) and not same_run(config_dict(TrainConfig()),
+                                                                              TrainConfig(steps=7))

@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--steps", type=int, default=800, help="language-stage steps (one clip each)")
     build.add_argument("--grounding-steps", type=int, default=600, help="grounding-stage steps")
-    build.add_argument("--answer-weighting", choices=["token", "turn"], default="token",
+    build.add_argument("--answer-weighting", choices=["token", "turn"], default="turn",
                        help="loss per answer token, or per answer (short answers weigh as much as descriptions)")
     build.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     _add_eval_flags(build)

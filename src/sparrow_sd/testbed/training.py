@@ -78,7 +78,7 @@ class TrainConfig:
     checkpoint_every: int = 25
     eval_clips: int = 6
     threads: int = 2
-    answer_weighting: str = "token"  # "token": every answer token counts once; "turn": every answer counts once
+    answer_weighting: str = "turn"  # "turn": every answer counts once; "token": every answer token counts once
 
 
 # -- data ----------------------------------------------------------------------
@@ -297,11 +297,13 @@ def answer_loss(logits: torch.Tensor, targets: torch.Tensor, labels: list[int], 
     return torch.stack([chunk.mean() for chunk in per_token.split(lengths)]).mean()
 
 
+# Settings added after checkpoints were first written, with the behaviour those checkpoints had.
+_ADDED_SETTINGS = {"answer_weighting": "token"}
+
+
 def same_run(saved: dict, cfg: TrainConfig) -> bool:
-    """Whether a checkpoint's settings are ``cfg``'s (settings added since default to the old behaviour)."""
-    current = config_dict(cfg)
-    defaults = config_dict(TrainConfig())
-    return all(saved.get(k, defaults[k]) == v for k, v in current.items())
+    """Whether a checkpoint's settings are ``cfg``'s (a setting it predates counts as its old behaviour)."""
+    return all(saved.get(k, _ADDED_SETTINGS.get(k)) == v for k, v in config_dict(cfg).items())
 
 
 def answer_spans(labels: list[int]) -> list[tuple[int, int]]:
