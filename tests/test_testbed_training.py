@@ -17,7 +17,15 @@ from sparrow_sd.synth.vocab import COLOURS, SHAPES
 from sparrow_sd.testbed import load_testbed
 from sparrow_sd.testbed.evaluate import VideoSession, normalise, prior_baseline
 from sparrow_sd.testbed.lora import LoRA, target_modules
-from sparrow_sd.testbed.training import DESCRIBE_PROMPTS, PROBE_CLASSES, answer_spans, conversation, probe_targets
+from sparrow_sd.testbed.training import (
+    DESCRIBE_PROMPTS,
+    PROBE_CLASSES,
+    align_targets,
+    answer_spans,
+    conversation,
+    probe_targets,
+    word_tables,
+)
 from sparrow_sd.testbed.vision_io import load_vision_weights, save_vision_weights
 from sparrow_sd.testing import build_tiny_model, make_video_inputs
 
@@ -56,6 +64,29 @@ def test_probe_targets_name_the_object_under_each_token(testbed):
     # a cell of pure background (corner cells are never fully covered by accident) is class "background"
     empty = (colour[:, len(COLOURS)] == 1).nonzero()
     assert len(empty) > 0 and (shape[empty.squeeze(-1), len(SHAPES)] == 1).all()
+
+
+def test_alignment_targets_are_the_word_embeddings_of_the_labels(testbed):
+    model, processor = testbed
+    clip = _clip(frames=4)
+    targets = probe_targets(clip, processor)
+    tables = word_tables(model, processor)
+    assert [t.shape[0] for t in tables] == list(PROBE_CLASSES)
+    embed = model.get_input_embeddings().weight.float()
+    red = processor._encode(" red")
+    assert torch.allclose(tables[0][COLOURS.index("red")], embed[red].mean(0))
+    goal = align_targets(targets, tables)
+    assert goal.shape == (targets[0].shape[0], embed.shape[1])
+    # a pure-background cell is the sum of the three "background" rows
+    empty = int((targets[0][:, len(COLOURS)] == 1).nonzero()[0])
+    assert torch.allclose(goal[empty], sum(t[-1] for t in tables), atol=1e-5)
+    # a cell half one class and half another is the mean of the two rows
+    mixed = targets[0].clone()
+    mixed[0] = 0
+    mixed[0, 0] = mixed[0, 1] = 0.5
+    goal = align_targets((mixed, *targets[1:]), tables)
+    expected = (tables[0][0] + tables[0][1]) / 2 + targets[1][0] @ tables[1] + targets[2][0] @ tables[2]
+    assert torch.allclose(goal[0], expected, atol=1e-5)
 
 
 # -- conversations ---------------------------------------------------------------------

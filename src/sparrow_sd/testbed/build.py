@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .config import TestbedConfig
-from .lora import LoRA
+from .lora import DEFAULT_TARGETS, MLP_TARGETS, LoRA
 from .loader import load_testbed
 from .training import PROBE_CLASSES, RunState, TrainConfig, config_dict, train_grounding, train_language
 from .vision_io import save_vision_weights
@@ -63,7 +63,8 @@ def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | P
     if not state.stage_done("grounding"):
         train_grounding(model, processor, probe, cfg, log, state=state)
     grounding_s = state.elapsed_s()
-    lora = LoRA(model, rank=cfg.lora_rank, seed=cfg.seed).attach()
+    targets = DEFAULT_TARGETS + (MLP_TARGETS if cfg.lora_mlp else ())
+    lora = LoRA(model, rank=cfg.lora_rank, targets=targets, seed=cfg.seed).attach()
     if state.stage_done("language"):
         state.load_modules({"visual": model.model.visual, "probe": probe, "lora": lora})
     else:

@@ -20,6 +20,7 @@ from torch import nn
 
 PREFIX = "lora."
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
 
 
 def target_modules(model, targets: tuple[str, ...] = DEFAULT_TARGETS) -> dict[str, nn.Linear]:

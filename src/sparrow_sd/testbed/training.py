@@ -79,6 +79,8 @@ class TrainConfig:
     eval_clips: int = 6
     threads: int = 2
     answer_weighting: str = "turn"  # "turn": every answer counts once; "token": every answer token counts once
+    lora_mlp: bool = False  # also adapt the MLP projections (gate/up/down)
+    align_weight: float = 0.0  # pull merger outputs towards the word embeddings of what each cell shows
 
 
 # -- data ----------------------------------------------------------------------
@@ -163,6 +165,43 @@ class _VisualCapture:
         self.handle.remove()
 
 
+ALIGN_BACKGROUND_WORD = "background"
+
+
+def word_tables(model, processor: TestbedProcessor) -> tuple[torch.Tensor, ...]:
+    """Per probe head, the language model's own embedding of each class's word (last row: background).
+
+    A multi-token word is the mean of its token embeddings. These are the
+    targets of the alignment loss: a visual token over a large red square is
+    pulled towards ``e(red) + e(square) + e(large)``, so the frozen language
+    model reads the video in words it already knows.
+    """
+    embed = model.get_input_embeddings().weight.detach().float()
+    tables = []
+    for words in (COLOURS, SHAPES, _SIZE_NAMES):
+        rows = [embed[processor._encode(" " + w)].mean(0) for w in (*words, ALIGN_BACKGROUND_WORD)]
+        tables.append(torch.stack(rows))
+    return tuple(tables)
+
+
+def align_targets(targets: tuple[torch.Tensor, ...], tables: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """(tokens, hidden) word-embedding mixture for each token's soft labels."""
+    return sum(t @ table for t, table in zip(targets, tables))
+
+
+def _align_loss(features: torch.Tensor, targets: tuple[torch.Tensor, ...], tables) -> torch.Tensor:
+    """Mean squared distance to the word mixture, relative to the mixture's own mean square."""
+    goal = align_targets(targets, tables)
+    return (features.float() - goal).pow(2).mean() / goal.pow(2).mean()
+
+
+def _grounding_loss(probe, features, targets, tables, align_weight: float) -> torch.Tensor:
+    loss = _probe_loss(probe, features, targets)
+    if align_weight:
+        loss = loss + align_weight * _align_loss(features, targets, tables)
+    return loss
+
+
 def _probe_loss(probe: nn.Linear, features: torch.Tensor, targets: tuple[torch.Tensor, ...]) -> torch.Tensor:
     logits = probe(features.float()).split(PROBE_CLASSES, dim=-1)
     return sum(-(t * F.log_softmax(z, -1)).sum(-1).mean() for z, t in zip(logits, targets)) / len(targets)
@@ -241,6 +280,7 @@ def train_grounding(model, processor: TestbedProcessor, probe: nn.Linear, cfg: T
     rng = np.random.default_rng(cfg.seed)
     modules = {"visual": visual, "probe": probe}
     state = state or RunState(None, cfg)
+    tables = word_tables(model, processor) if cfg.align_weight else None
     first = state.restore("grounding", modules, opt, rng)
     start, running = time.time(), None
     for step in range(first, cfg.grounding_steps):
@@ -252,7 +292,7 @@ def train_grounding(model, processor: TestbedProcessor, probe: nn.Linear, cfg: T
         pixels, grid = processor.preprocess_video(clip.frames)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             features = visual(pixels, grid_thw=grid).pooler_output
-        loss = _probe_loss(probe, features, probe_targets(clip, processor))
+        loss = _grounding_loss(probe, features, probe_targets(clip, processor), tables, cfg.align_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -298,7 +338,7 @@ def answer_loss(logits: torch.Tensor, targets: torch.Tensor, labels: list[int], 
 
 
 # Settings added after checkpoints were first written, with the behaviour those checkpoints had.
-_ADDED_SETTINGS = {"answer_weighting": "token"}
+_ADDED_SETTINGS = {"answer_weighting": "token", "align_weight": 0.0, "lora_mlp": False}
 
 
 def same_run(saved: dict, cfg: TrainConfig) -> bool:
@@ -351,6 +391,7 @@ def train_language(model, processor: TestbedProcessor, probe: nn.Linear, lora: L
     rng = np.random.default_rng(cfg.seed + 1)
     modules = {"visual": visual, "probe": probe, "lora": lora}
     state = state or RunState(None, cfg)
+    tables = word_tables(model, processor) if cfg.align_weight else None
     first = state.restore("language", modules, opt, rng)
     start, loss_avg, acc_avg = time.time(), None, None
     try:
@@ -363,7 +404,8 @@ def train_language(model, processor: TestbedProcessor, probe: nn.Linear, lora: L
             logits, targets, _, labels = _answer_forward(model, processor, clip, rng, cfg.description_prob)
             loss = answer_loss(logits, targets, labels, cfg.answer_weighting)
             if cfg.probe_weight:
-                loss = loss + cfg.probe_weight * _probe_loss(probe, capture.output, probe_targets(clip, processor))
+                loss = loss + cfg.probe_weight * _grounding_loss(probe, capture.output, probe_targets(clip, processor),
+                                                                 tables, cfg.align_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
