@@ -19,10 +19,12 @@ from sparrow_sd.testbed.evaluate import VideoSession, normalise, prior_baseline
 from sparrow_sd.testbed.lora import LoRA, target_modules
 from sparrow_sd.testbed.training import (
     DESCRIBE_PROMPTS,
+    INVENTORY_PROMPT,
     PROBE_CLASSES,
     align_targets,
     answer_spans,
     conversation,
+    inventory,
     probe_targets,
     word_tables,
 )
@@ -87,6 +89,31 @@ def test_alignment_targets_are_the_word_embeddings_of_the_labels(testbed):
     goal = align_targets((mixed, *targets[1:]), tables)
     expected = (tables[0][0] + tables[0][1]) / 2 + targets[1][0] @ tables[1] + targets[2][0] @ tables[2]
     assert torch.allclose(goal[0], expected, atol=1e-5)
+
+
+def test_inventory_lists_every_visible_object_per_token_group():
+    clip = _clip(frames=7, events=3)
+    lines = inventory(clip.scene, 2).split("\n")
+    assert len(lines) == 4 and lines[-1].startswith("Frame 7:")
+    for line, start in zip(lines, range(0, 7, 2)):
+        visible = clip.scene.visible_ids(start)
+        assert line.count(", ") + 1 == len(visible) or (not visible and line.endswith("nothing."))
+        for i in visible:
+            assert f"{COLOURS[clip.scene.colour[start, i]]} {clip.scene.objects[i].shape}" in line
+
+
+def test_qa_first_order_keeps_worded_answers_after_the_questions(testbed):
+    _, processor = testbed
+    clip = _clip()
+    count = processor.num_video_tokens(clip.num_frames)
+    for seed in range(5):
+        ids, labels = conversation(processor, clip, count, np.random.default_rng(seed), description_prob=1.0,
+                                   inventory_prob=1.0, turn_order="qa_first")
+        answers = [processor.tokenizer.decode(labels[a:b]) for a, b in answer_spans(labels)]
+        assert answers[-2] == clip.description + "<|im_end|>"
+        assert answers[-1] == inventory(clip.scene, 2) + "<|im_end|>"
+        assert sorted(answers[:-2]) == sorted(q.answer + "<|im_end|>" for q in clip.qa)
+        assert INVENTORY_PROMPT in processor.tokenizer.decode(ids)
 
 
 # -- conversations ---------------------------------------------------------------------

@@ -31,7 +31,8 @@ def _testbed_build(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(seed=args.seed, steps=args.steps, grounding_steps=args.grounding_steps, threads=args.threads,
                       answer_weighting=args.answer_weighting, lora_rank=args.lora_rank, lora_mlp=args.lora_mlp,
-                      align_weight=args.align_weight)
+                      align_weight=args.align_weight, inventory_prob=args.inventory_prob,
+                      turn_order=args.turn_order)
     train_testbed(args.out, cfg, work=args.work, gguf=args.gguf)
     if args.no_eval:
         return 0
@@ -230,8 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="loss per answer token, or per answer (short answers weigh as much as descriptions)")
     build.add_argument("--lora-rank", type=int, default=8, help="rank of the language model's LoRA")
     build.add_argument("--lora-mlp", action="store_true", help="also adapt the MLP projections, not only attention")
-    build.add_argument("--align-weight", type=float, default=0.0,
+    build.add_argument("--align-weight", type=float, default=1.0,
                        help="weight of the loss pulling visual tokens towards the word embeddings of what they show")
+    build.add_argument("--inventory-prob", type=float, default=1.0,
+                       help="chance a training conversation ends with the frame-by-frame object inventory")
+    build.add_argument("--turn-order", choices=["qa_first", "shuffled"], default="qa_first",
+                       help="qa_first: questions before the description and inventory (no answers leaked in text)")
     build.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     _add_eval_flags(build)
     build.set_defaults(func=_testbed_build)

@@ -40,12 +40,15 @@ from torch import nn
 from ..errors import InvalidInputError
 from ..synth import make_clip
 from ..synth.render import object_pixels
-from ..synth.vocab import COLOURS, SHAPES, SIZES
+from ..synth.vocab import COLOURS, SHAPES, SIZES, with_article
 from ..training.schedule import warmup_cosine
 from .lora import LoRA
 from .processor import TestbedProcessor
 
 TRAIN_SEED_BASE = 1_000_000
+INVENTORY_PROMPT = "List the objects in each pair of frames, with where they are."
+_ROWS = ("top", "middle", "bottom")
+_COLS = ("left", "centre", "right")
 DESCRIBE_PROMPTS = (
     "Describe the video in detail.",
     "Give a detailed description of what happens in the video.",
@@ -80,7 +83,9 @@ class TrainConfig:
     threads: int = 2
     answer_weighting: str = "turn"  # "turn": every answer counts once; "token": every answer token counts once
     lora_mlp: bool = False  # also adapt the MLP projections (gate/up/down)
-    align_weight: float = 0.0  # pull merger outputs towards the word embeddings of what each cell shows
+    align_weight: float = 1.0  # pull merger outputs towards the word embeddings of what each cell shows
+    inventory_prob: float = 1.0  # chance a conversation ends with the frame-by-frame object inventory
+    turn_order: str = "qa_first"  # "qa_first": questions, then description, then inventory; "shuffled"
 
 
 # -- data ----------------------------------------------------------------------
@@ -114,18 +119,60 @@ def probe_targets(clip, processor: TestbedProcessor) -> tuple[torch.Tensor, ...]
     return tuple(out)
 
 
+def where(scene, obj: int, t: int) -> str:
+    """Coarse place of an object on frame t: "at the top left", "in the centre", ..."""
+    width, height = scene.world_size
+    x, y = scene.centre[t, obj]
+    row, col = _ROWS[min(2, int(3 * y / height))], _COLS[min(2, int(3 * x / width))]
+    if row == "middle":
+        return "in the centre" if col == "centre" else f"on the {col}"
+    return f"at the {row}" if col == "centre" else f"at the {row} {col}"
+
+
+def inventory(scene, frames_per_token: int) -> str:
+    """What every visual token group shows, in words: the densest grounded training target.
+
+    One line per temporal patch (the frames one visual token covers), listing
+    the objects on its first frame top to bottom, left to right, with colour,
+    size, shape and coarse place. Every word of it can only come from the
+    video, so it teaches the language model to read each frame's tokens.
+    """
+    lines = []
+    for start in range(0, scene.num_frames, frames_per_token):
+        end = min(scene.num_frames, start + frames_per_token)
+        ids = sorted(scene.visible_ids(start), key=lambda i: (round(scene.centre[start, i, 1], 2), scene.centre[start, i, 0]))
+        things = [f"{with_article(f'{scene.objects[i].size} {COLOURS[scene.colour[start, i]]} {scene.objects[i].shape}')} "
+                  f"{where(scene, i, start)}" for i in ids]
+        label = f"Frames {start + 1}-{end}" if end - start > 1 else f"Frame {start + 1}"
+        lines.append(f"{label}: {', '.join(things) if things else 'nothing'}.")
+    return "\n".join(lines)
+
+
 def conversation(processor: TestbedProcessor, clip, num_video_tokens: int, rng: np.random.Generator,
-                 description_prob: float) -> tuple[list[int], list[int]]:
+                 description_prob: float, inventory_prob: float = 0.0,
+                 turn_order: str = "shuffled") -> tuple[list[int], list[int]]:
     """Prompt ids and labels (-100 outside answers) for a multi-turn chat about ``clip``.
 
     The first user turn carries the video, exactly as the processor lays out a
     single question; later turns are text only. Each answer is followed by
     ``<|im_end|>``, which is supervised too so the model learns to stop.
+    ``turn_order="qa_first"`` asks the questions (shuffled) before the
+    description and the inventory: both state the answers in words, and a
+    question asked after them could be answered from that text instead of
+    from the video.
     """
+    if turn_order not in ("qa_first", "shuffled"):
+        raise InvalidInputError(f"turn_order must be 'qa_first' or 'shuffled', got {turn_order!r}")
     turns = [(q.question, q.answer) for q in clip.qa]
     if rng.random() < description_prob:
         turns.append((DESCRIBE_PROMPTS[int(rng.integers(len(DESCRIBE_PROMPTS)))], clip.description))
-    order = rng.permutation(len(turns))
+    if turn_order == "qa_first":
+        order = np.concatenate([rng.permutation(len(clip.qa)), np.arange(len(clip.qa), len(turns))])
+    else:
+        order = rng.permutation(len(turns))
+    if inventory_prob and rng.random() < inventory_prob:
+        turns.append((INVENTORY_PROMPT, inventory(clip.scene, processor.config.temporal_patch_size)))
+        order = np.append(order, len(turns) - 1)
     encode = processor._encode
     ids: list[int] = []
     labels: list[int] = []
@@ -305,11 +352,12 @@ def train_grounding(model, processor: TestbedProcessor, probe: nn.Linear, cfg: T
                 f"{rate:.2f}s/step eta {rate * (cfg.grounding_steps - step - 1) / 60:.1f}min")
 
 
-def _answer_forward(model, processor, clip, rng, description_prob, dtype=torch.bfloat16):
+def _answer_forward(model, processor, clip, rng, description_prob, dtype=torch.bfloat16, inventory_prob=0.0,
+                    turn_order="shuffled"):
     """Logits at the supervised positions and their targets for one clip's conversation."""
     pixels, grid = processor.preprocess_video(clip.frames)
     count = int(grid.prod()) // processor.config.spatial_merge_size**2
-    ids, labels = conversation(processor, clip, count, rng, description_prob)
+    ids, labels = conversation(processor, clip, count, rng, description_prob, inventory_prob, turn_order)
     input_ids = torch.tensor([ids])
     targets = torch.tensor(labels[1:])
     where = torch.nonzero(targets != -100).squeeze(-1)
@@ -338,7 +386,8 @@ def answer_loss(logits: torch.Tensor, targets: torch.Tensor, labels: list[int], 
 
 
 # Settings added after checkpoints were first written, with the behaviour those checkpoints had.
-_ADDED_SETTINGS = {"answer_weighting": "token", "align_weight": 0.0, "lora_mlp": False}
+_ADDED_SETTINGS = {"answer_weighting": "token", "align_weight": 0.0, "lora_mlp": False, "inventory_prob": 0.0,
+                   "turn_order": "shuffled"}
 
 
 def same_run(saved: dict, cfg: TrainConfig) -> bool:
@@ -401,7 +450,8 @@ def train_language(model, processor: TestbedProcessor, probe: nn.Linear, lora: L
             long = cfg.long_every and (step + 1) % cfg.long_every == 0
             frames = int(rng.choice(cfg.long_frames if long else cfg.frames))
             clip = sample_clip(TRAIN_SEED_BASE + cfg.seed * 100_003 + step, frames, cfg.max_events, processor, rng)
-            logits, targets, _, labels = _answer_forward(model, processor, clip, rng, cfg.description_prob)
+            logits, targets, _, labels = _answer_forward(model, processor, clip, rng, cfg.description_prob,
+                                                         inventory_prob=cfg.inventory_prob, turn_order=cfg.turn_order)
             loss = answer_loss(logits, targets, labels, cfg.answer_weighting)
             if cfg.probe_weight:
                 loss = loss + cfg.probe_weight * _grounding_loss(probe, capture.output, probe_targets(clip, processor),
