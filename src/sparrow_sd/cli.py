@@ -140,6 +140,29 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drafts_build(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    import shlex
+
+    import torch
+
+    from .training.suite import SuiteConfig, build_suite
+    from .training.trainer import DraftTrainConfig
+
+    torch.set_num_threads(args.threads)
+    base = DraftTrainConfig(**json.loads(open(args.config).read())) if args.config else DraftTrainConfig()
+    if args.epochs is not None:
+        base = dataclasses.replace(base, epochs=args.epochs)
+    model, make_inputs = _load_target(args)
+    suite = SuiteConfig(count=args.count, frames=tuple(int(f) for f in args.frames.split(",")),
+                        max_new_tokens=args.max_new_tokens, seed=args.seed)
+    names = args.only.split(",") if args.only else None
+    build_suite(model, make_inputs, args.out, suite, base, names,
+                command="sparrow drafts build " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []))
+    return 0
+
+
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -297,6 +320,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     train.set_defaults(func=_train)
+
+    drafts = sub.add_parser("drafts", help="the draft suite: Sparrow and its peers on one dataset",
+                            description="Builds the drafts the benchmark compares.")
+    drafts_sub = drafts.add_subparsers(dest="drafts_command", required=True)
+    suite = drafts_sub.add_parser(
+        "build", parents=[common, target_flags],
+        help="distil data once, then train Sparrow, full-visual, pruned and text-only drafts on it",
+        description="Runs `sparrow datagen` (SynthVideo, --visual full) into OUT/data, then trains each draft of "
+                    "the suite into OUT/<name> with the same recipe, and writes OUT/suite.json. Rerun the same "
+                    "command to resume: finished drafts are skipped, an interrupted one continues.",
+    )
+    suite.add_argument("--out", default="runs/drafts", help="folder for the data and the drafts")
+    suite.add_argument("--count", type=int, default=400, help="SynthVideo clips to distil")
+    suite.add_argument("--frames", default="6,8,12,16", help="clip lengths to draw from (comma list)")
+    suite.add_argument("--max-new-tokens", type=int, default=256)
+    suite.add_argument("--only", default=None, help="comma list of drafts (sparrow,full,pruned,text-only)")
+    suite.add_argument("--config", default=None, help="JSON file of base training settings (DraftTrainConfig)")
+    suite.add_argument("--epochs", type=int, default=None)
+    suite.add_argument("--seed", type=int, default=0)
+    suite.set_defaults(func=_drafts_build)
 
     generate = sub.add_parser(
         "generate", parents=[common, target_flags, tree_flags],

@@ -1,0 +1,45 @@
+"""The draft suite: one dataset, every peer trained with the same recipe, resumable."""
+
+import json
+
+import pytest
+
+from sparrow_sd.cli import main
+from sparrow_sd.draft import load_draft
+from sparrow_sd.errors import InvalidInputError
+from sparrow_sd.training.suite import SUITE, suite_configs
+from sparrow_sd.training.trainer import DraftTrainConfig
+
+
+def test_suite_drafts_differ_only_in_what_they_read_and_the_sparrow_parts():
+    base = DraftTrainConfig(epochs=3, lr=1e-3)
+    configs = suite_configs(base)
+    assert list(configs) == ["sparrow", "full", "pruned", "text-only"]
+    shared = {k: v for k, v in vars(base).items() if k not in ("visual_mode", "ivsb", "mtp_steps")}
+    for cfg in configs.values():
+        assert {k: getattr(cfg, k) for k in shared} == shared
+    assert (configs["sparrow"].visual_mode, configs["sparrow"].ivsb, configs["sparrow"].mtp_steps) == ("glimpse", True, 3)
+    assert (configs["text-only"].ivsb, configs["text-only"].mtp_steps) == (False, 1)
+    assert configs["full"].visual_mode == "full" and configs["pruned"].visual_mode == "pruned"
+    with pytest.raises(InvalidInputError, match="unknown drafts"):
+        suite_configs(base, ["eagle"])
+
+
+def test_drafts_build_trains_every_draft_on_one_dataset_and_resumes(tmp_path, capsys):
+    args = ["drafts", "build", "--model", "tiny:qwen2_vl", "--out", str(tmp_path), "--count", "6",
+            "--frames", "2,4", "--max-new-tokens", "6", "--epochs", "1"]
+    assert main(args) == 0
+    manifest = json.loads((tmp_path / "suite.json").read_text())
+    assert set(manifest["drafts"]) == set(SUITE)
+    assert manifest["data"]["count"] == 6 and manifest["data"]["info"]["visual"] == "full"
+    steps = {d["steps"] for d in manifest["drafts"].values()}
+    assert len(steps) == 1 and steps.pop() > 0  # same data, same steps
+    for name, entry in manifest["drafts"].items():
+        draft = load_draft(tmp_path / name)
+        assert draft.config.visual_mode == SUITE[name][0]["visual_mode"]
+        assert entry["settings"]["mtp_steps"] == SUITE[name][0]["mtp_steps"]
+    before = {n: (tmp_path / n / "model.safetensors").stat().st_mtime_ns for n in SUITE}
+    capsys.readouterr()
+    assert main(args) == 0  # everything done: nothing is retrained
+    assert "already trained" in capsys.readouterr().out
+    assert before == {n: (tmp_path / n / "model.safetensors").stat().st_mtime_ns for n in SUITE}
