@@ -129,3 +129,30 @@ def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
     assert [r["lossless"] for r in data["summary"] if r["method"] == "sparrow"] == ["1/1", "1/1"]
     assert (out / "bench.md").is_file() and (out / "bench.png").stat().st_size > 1000
     one_line_error(capsys, ["bench", "--model", "tiny:qwen2_vl", "--draft", "nonsense"], "NAME=FOLDER")
+
+
+def test_testbed_demo_streams_and_reports_a_measured_comparison(tmp_path, capsys):
+    """The demo's path on the real testbed (untrained weights and a random draft stand in for the committed ones)."""
+    require_gguf()
+    from sparrow_sd.draft import save_draft
+    from sparrow_sd.testbed import load_testbed
+    from sparrow_sd.testbed.vision_io import save_vision_weights
+    from sparrow_sd.testing.drafts import tiny_draft
+
+    model, _ = load_testbed(vision_weights=None)
+    weights = save_vision_weights(model, tmp_path / "vision.safetensors")
+    draft = save_draft(tiny_draft(model, "none"), tmp_path / "draft")
+    assert main(["demo", "--weights", str(weights), "--draft", str(draft), "--frames", "4",
+                 "--max-new-tokens", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "4-frame SynthVideo mp4" in out and "tau " in out and "decode speedup" in out
+    assert "output identical" in out and "OUTPUT DIFFERS" not in out
+
+
+def test_demo_without_committed_assets_says_so_and_runs_the_tiny_demo(capsys, monkeypatch):
+    import sparrow_sd.demo as demo
+
+    monkeypatch.setattr(demo, "missing_demo_assets", lambda: "the trained Sparrow draft for the testbed is not committed yet")
+    assert main(["demo", "--frames", "8", "--max-new-tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "not committed yet: running the tiny random demo instead" in out and "all outputs identical" in out

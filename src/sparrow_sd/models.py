@@ -32,16 +32,18 @@ class LoadedTarget:
 
 
 def load_target(name: str, dtype: str = "fp32", device: str = "cpu", gguf: str | None = None) -> LoadedTarget:
-    """The target for ``'testbed'`` (committed weights), a local Hugging Face model folder, or
+    """The target for ``'testbed'`` (committed weights), ``'testbed:<weights file>'`` (e.g. a fresh
+    ``sparrow testbed build`` output), a local Hugging Face model folder, or
     ``'tiny:<arch>'``: a tiny random model for smoke tests (it ignores the question text and
     reads only the frame count)."""
     torch_dtype = DTYPES[dtype]
     if name.startswith("tiny:"):
         return _tiny(name.split(":", 1)[1], torch_dtype, device)
-    if name == "testbed":
+    if name == "testbed" or name.startswith("testbed:"):
         from .testbed import load_testbed
 
-        model, processor = load_testbed(gguf=gguf, dtype=torch_dtype)
+        weights = name.split(":", 1)[1] if ":" in name else "committed"
+        model, processor = load_testbed(weights, gguf=gguf, dtype=torch_dtype)
         model.to(device)
         return LoadedTarget(model, lambda question, frames: processor(question, frames, dtype=torch_dtype).to(device),
                             processor.decode)

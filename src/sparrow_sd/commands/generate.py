@@ -75,8 +75,10 @@ def check_context(model, make_inputs: Callable, question: str, frames: np.ndarra
                              f"tokens, but the model has {limit:,}; {advice}")
 
 
-def run_generate(opts: GenerateOptions, out=sys.stdout) -> dict:
-    """Decode and stream; returns the report (also printed as JSON with ``opts.json``)."""
+def run_generate(opts: GenerateOptions, out=None) -> dict:
+    """Decode and stream to ``out`` (default: standard output); returns the report (also printed as
+    JSON with ``opts.json``)."""
+    out = out if out is not None else sys.stdout
     video = read_video(opts.video, num_frames=opts.num_frames, fps=opts.fps)
     loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, gguf=opts.gguf)
     proposer = None
