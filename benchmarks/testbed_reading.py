@@ -1,0 +1,165 @@
+"""Does the testbed's language model read the video? Two probes behind the testbed recipe.
+
+``check CKPT``: a training checkpoint (``resume.pt`` of ``sparrow testbed build``) is
+scored teacher-forced on held-out 6-frame clips, per question kind, with the real
+video, a blank video and another clip's video. Equal figures mean the answers
+come from the language prior, not from the video.
+
+``ideal``: the vision tower is replaced by the ideal one (every visual token is
+exactly the word-embedding mixture of what its cell shows: colour + shape + size,
+the alignment target) and only the LoRA trains, on QA, for ``--steps`` steps. This
+separates "the vision features are poor" from "the language model does not learn
+to read visual tokens in this many steps". ``--positions sequential`` replaces
+M-RoPE's (t, h, w) positions with plain 1-D ones (all three rows equal), to see
+whether SmolLM2, trained with 1-D RoPE, reads 1-D-positioned visual tokens sooner.
+
+    .venv/bin/python benchmarks/testbed_reading.py check runs/testbed/testbed-work/resume.pt
+    .venv/bin/python benchmarks/testbed_reading.py ideal --steps 150 --lr 2e-3 --positions sequential
+"""
+
+import argparse
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from sparrow_sd.synth import make_clip
+from sparrow_sd.testbed import load_testbed
+from sparrow_sd.testbed.lora import LoRA
+from sparrow_sd.testbed.training import (
+    _answer_forward,
+    align_targets,
+    answer_loss,
+    answer_spans,
+    probe_targets,
+    sample_clip,
+    word_tables,
+)
+
+BLANK = np.array([28, 28, 32], np.uint8)  # SynthVideo's background colour
+
+
+class _Swapped:
+    """A clip whose frames are replaced (the questions stay): the blank and other-clip controls."""
+
+    def __init__(self, clip, frames):
+        self.frames, self.qa, self.description, self.scene = frames, clip.qa, clip.description, clip.scene
+
+
+def held_out(n: int):
+    return [make_clip(500_000 + i, num_frames=6, height=144, width=144, num_events=3) for i in range(n + 1)]
+
+
+def score(model, processor, clips, condition: str, before_forward=lambda source: None) -> dict[str, list[bool]]:
+    """Exact-match correctness of every answer, by question kind, under one video condition."""
+    out = defaultdict(list)
+    with torch.no_grad():
+        for i, clip in enumerate(clips[:-1]):
+            source = clip if condition == "real" else clips[i + 1]
+            frames = source.frames if condition != "blank" else np.zeros_like(clip.frames) + BLANK
+            before_forward(source if condition != "blank" else None)
+            rng = np.random.default_rng(0)
+            logits, targets, _, labels = _answer_forward(model, processor, _Swapped(clip, frames), rng, 0.0)
+            order = np.random.default_rng(0).permutation(len(clip.qa))  # the order conversation() drew
+            correct = (logits.argmax(-1) == targets).tolist()
+            offset = 0
+            for (start, end), k in zip(answer_spans(labels[1:]), order):
+                ok = all(correct[offset : offset + end - start])
+                out[clip.qa[k].kind].append(ok)
+                out["ALL"].append(ok)
+                offset += end - start
+    return out
+
+
+def check(args) -> None:
+    model, processor = load_testbed(None)
+    state = torch.load(args.checkpoint, weights_only=False)
+    print(f"checkpoint: stage {state['stage']}, step {state['step']}")
+    model.model.visual.load_state_dict(state["modules"]["visual"])
+    if "lora" in state["modules"]:
+        lora = LoRA(model, rank=state["config"].get("lora_rank", 8), seed=0)
+        lora.load_state_dict(state["modules"]["lora"])
+        lora.attach()
+    clips = held_out(args.clips)
+    results = {c: score(model, processor, clips, c) for c in ("real", "blank", "other")}
+    for kind in sorted(results["real"]):
+        cells = " | ".join(f"{c} {np.mean(results[c][kind]):.2f}" for c in results)
+        print(f"{kind:22s} {cells}  (n={len(results['real'][kind])})")
+
+
+def ideal(args) -> None:
+    model, processor = load_testbed(None)
+    model.requires_grad_(False)
+    tables = word_tables(model, processor)
+    current = {}
+
+    def ideal_features(module, inputs, output):
+        targets = current["targets"]
+        output.pooler_output = align_targets(targets, tables).to(output.pooler_output.dtype)
+        return output
+
+    model.model.visual.register_forward_hook(ideal_features)
+    if args.positions == "sequential":
+        forward = model.model.forward
+
+        def sequential(*a, **kw):
+            length = kw["input_ids"].shape[1]
+            kw["position_ids"] = torch.arange(length)[None, None].expand(3, 1, length)
+            return forward(*a, **kw)
+
+        model.model.forward = sequential
+
+    def use(source):
+        targets = probe_targets(source if source is not None else blank_source, processor)
+        if source is None:  # every cell background
+            targets = tuple(torch.nn.functional.one_hot(torch.full((t.shape[0],), t.shape[1] - 1), t.shape[1]).float()
+                            for t in targets)
+        current["targets"] = targets
+
+    clips = held_out(args.clips)
+    blank_source = clips[0]
+    lora = LoRA(model, rank=args.rank, seed=0).attach()
+    opt = torch.optim.AdamW(lora.parameters(), lr=args.lr, weight_decay=0.0)
+    rng = np.random.default_rng(1)
+    started = time.time()
+    for step in range(args.steps + 1):
+        if step % args.eval_every == 0:
+            real = np.mean(score(model, processor, clips, "real", use)["ALL"])
+            other = np.mean(score(model, processor, clips, "other", use)["ALL"])
+            print(f"step {step}: held-out accuracy real {real:.3f} other-clip {other:.3f}", flush=True)
+        if step == args.steps:
+            break
+        clip = sample_clip(3_000_000 + step, args.frames, 4, processor, rng)
+        use(clip)
+        logits, targets, _, labels = _answer_forward(model, processor, clip, rng, 0.0)
+        loss = answer_loss(logits, targets, labels, "turn")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    print(f"{(time.time() - started) / max(1, args.steps):.2f} s/step")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clips", type=int, default=6, help="held-out 6-frame clips scored")
+    sub = parser.add_subparsers(dest="probe", required=True)
+    c = sub.add_parser("check", help="real vs blank vs other-clip accuracy of a training checkpoint")
+    c.add_argument("checkpoint")
+    c.set_defaults(func=check)
+    i = sub.add_parser("ideal", help="train only a LoRA on ideal (word-mixture) visual tokens")
+    i.add_argument("--steps", type=int, default=150)
+    i.add_argument("--lr", type=float, default=2e-3)
+    i.add_argument("--rank", type=int, default=8)
+    i.add_argument("--frames", type=int, default=4)
+    i.add_argument("--eval-every", type=int, default=75)
+    i.add_argument("--positions", choices=["mrope", "sequential"], default="mrope")
+    i.set_defaults(func=ideal)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
