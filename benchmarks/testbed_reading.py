@@ -26,7 +26,7 @@ import torch
 
 from sparrow_sd.synth import make_clip
 from sparrow_sd.testbed import load_testbed
-from sparrow_sd.testbed.lora import LoRA
+from sparrow_sd.testbed.lora import DEFAULT_TARGETS, MLP_TARGETS, LoRA
 from sparrow_sd.testbed.training import (
     _answer_forward,
     align_targets,
@@ -119,7 +119,8 @@ def ideal(args) -> None:
 
     clips = held_out(args.clips)
     blank_source = clips[0]
-    lora = LoRA(model, rank=args.rank, seed=0).attach()
+    targets = DEFAULT_TARGETS + (MLP_TARGETS if args.mlp else ())
+    lora = LoRA(model, rank=args.rank, targets=targets, seed=0).attach()
     opt = torch.optim.AdamW(lora.parameters(), lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(1)
     started = time.time()
@@ -152,6 +153,7 @@ def main() -> None:
     i.add_argument("--steps", type=int, default=150)
     i.add_argument("--lr", type=float, default=2e-3)
     i.add_argument("--rank", type=int, default=8)
+    i.add_argument("--mlp", action="store_true", help="adapt the MLP projections too")
     i.add_argument("--frames", type=int, default=4)
     i.add_argument("--eval-every", type=int, default=75)
     i.add_argument("--positions", choices=["mrope", "sequential"], default="mrope")
