@@ -55,7 +55,9 @@ def missing_demo_assets() -> str | None:
 
     if not COMMITTED_WEIGHTS.is_file():
         return "the trained testbed weights are not committed yet"
-    if not (COMMITTED_DRAFTS / "sparrow" / "model.safetensors").is_file():
+    try:
+        committed_draft("sparrow")
+    except AssetError:
         return "the trained Sparrow draft for the testbed is not committed yet"
     return None
 
