@@ -107,7 +107,8 @@ def _datagen(args: argparse.Namespace) -> int:
     model, make_inputs = _load_target(args)
     cfg = DatagenConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         ivsb_layer=args.ivsb_layer, glimpse_tokens=args.glimpse_tokens, visual=args.visual,
-                        shard_size=args.shard_size, seed=args.seed)
+                        shard_size=args.shard_size, seed=args.seed,
+                        aux_layers=_aux_layers(args.aux_layers, model))
     if args.source == "synth":
         frames = tuple(int(f) for f in args.frames.split(","))
         samples, total = synth_samples(make_inputs, args.count, frames=frames, seed=args.seed), args.count
@@ -120,6 +121,29 @@ def _datagen(args: argparse.Namespace) -> int:
         state = PartialState()
         rank, world = state.process_index, state.num_processes
     run_datagen(model, samples, args.out, cfg, rank=rank, world=world, total=total, log=print)
+    return 0
+
+
+def _aux_layers(text: str | None, model) -> tuple[int, ...] | None:
+    """``--aux-layers``: None, "default" (EAGLE-3's three layers for this target) or "a,b,c"."""
+    from .draft.config import default_aux_layers
+    from .errors import InvalidInputError
+
+    if text is None:
+        return None
+    if text == "default":
+        return default_aux_layers(model.config.get_text_config().num_hidden_layers)
+    try:
+        return tuple(int(a) for a in text.split(","))
+    except ValueError:
+        raise InvalidInputError(f"--aux-layers takes 'default' or comma-separated layer indices, got {text!r}") from None
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .draft.export import export_eagle3
+
+    out = export_eagle3(args.draft, args.out)
+    print(f"wrote an EAGLE-3 draft to {out} (config.json, model.safetensors)")
     return 0
 
 
@@ -310,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     datagen.add_argument("--glimpse-tokens", type=int, default=16)
     datagen.add_argument("--visual", choices=["pooled", "full"], default="full",
                          help="'full' keeps per-position visual states (the full-visual and pruned baselines need them)")
+    datagen.add_argument("--aux-layers", default=None,
+                         help="also store these decoder layers' outputs, for eagle3 drafts: 'default' or 'a,b,c'")
     datagen.add_argument("--shard-size", type=int, default=32)
     datagen.add_argument("--seed", type=int, default=0)
     datagen.add_argument("--rank", type=int, default=0)
@@ -328,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="draft folder to write")
     train.add_argument("--config", default=None, help="JSON file of training settings")
     train.add_argument("--visual-mode", dest="visual_mode", choices=["none", "glimpse", "full", "pruned"])
+    train.add_argument("--architecture", choices=["sparrow", "eagle3"],
+                       help="the draft layer's form; eagle3 exports to vLLM/SGLang (needs --aux-layers data)")
     train.add_argument("--ivsb", dest="ivsb", action=argparse.BooleanOptionalAction, default=None)
     train.add_argument("--mtp-steps", dest="mtp_steps", type=int)
     train.add_argument("--epochs", type=int)
@@ -337,6 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     train.set_defaults(func=_train)
+
+    export = sub.add_parser(
+        "export", help="write a trained draft in another engine's format",
+        description="Writes an eagle3-form draft (`sparrow train --architecture eagle3`) as a folder that vLLM's and "
+                    "SGLang's EAGLE-3 loaders accept. Those engines run the draft over every prompt token, visual "
+                    "ones included; see docs/eagle3-format.md.")
+    export.add_argument("--to", choices=["eagle3"], required=True, help="target format")
+    export.add_argument("--draft", required=True, help="a sparrow draft folder")
+    export.add_argument("--out", required=True, help="folder to write")
+    export.set_defaults(func=_export)
 
     drafts = sub.add_parser("drafts", help="the draft suite: Sparrow and its peers on one dataset",
                             description="Builds the drafts the benchmark compares.")

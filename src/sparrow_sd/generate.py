@@ -141,7 +141,7 @@ class SpeculativeGenerator:
 
         while not done:
             tree = proposer.propose()
-            out = target.verify(tree.tokens, tree.mask, tree.depths)
+            out = target.verify(tree.tokens, tree.mask, tree.depths, proposer.verify_layers)
             if sampling.greedy:
                 path, bonus = verify_greedy(tree.tokens, tree.parents, out.logits)
             else:
@@ -163,7 +163,7 @@ class SpeculativeGenerator:
                 break
             kept = torch.tensor([0] + path)
             target.commit(kept)
-            proposer.advance(torch.tensor(emitted), out.hidden[kept.to(out.hidden.device)])
+            proposer.advance(torch.tensor(emitted), proposer.states(out)[kept.to(out.hidden.device)])
 
         self._sync()
         stats.decode_s = time.perf_counter() - t1

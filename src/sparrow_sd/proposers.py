@@ -7,7 +7,8 @@ target's verdict, and never looks inside. A proposer goes through three calls:
 * ``start``: after the target's prefill, with the first emitted token;
 * ``propose``: a :class:`~sparrow_sd.tree.DraftTree` rooted at the last emitted token;
 * ``advance``: the tokens the step emitted (accepted path, then the bonus token)
-  and the target's hidden states at the positions before each of them.
+  and the target's states (:meth:`Proposer.states` of the verify) at the
+  positions before each of them.
 
 :class:`NullProposer` proposes nothing, which turns the same loop into plain
 autoregressive decoding on the same cache: the baseline runs on equal terms.
@@ -20,10 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .draft.context import build_draft_context
+from .draft.context import build_draft_context, target_states
 from .draft.model import SparrowDraft
 from .errors import InvalidInputError
-from .targets.base import TargetAdapter, TargetPrefill
+from .targets.base import TargetAdapter, TargetPrefill, TargetVerify
 from .tree import DraftTree, TreeBuilder, ancestors
 
 
@@ -48,6 +49,8 @@ class TreeConfig:
 class Proposer(ABC):
     #: target decoder layers whose prefill outputs this proposer needs
     capture_layers: tuple[int, ...] = ()
+    #: target decoder layers whose outputs at the verified nodes this proposer needs
+    verify_layers: tuple[int, ...] = ()
     #: number of candidate nodes a tree can hold at most (for cache sizing)
     max_tree_nodes: int = 0
 
@@ -62,6 +65,10 @@ class Proposer(ABC):
 
     def cache_bytes(self) -> int:
         return 0
+
+    def states(self, view: TargetPrefill | TargetVerify) -> torch.Tensor:
+        """What :meth:`advance` reads of the target at each position: its last-layer state by default."""
+        return view.hidden
 
 
 class NullProposer(Proposer):
@@ -84,7 +91,8 @@ class SparrowProposer(Proposer):
         self.draft = draft.eval()
         self.tree = tree
         cfg = draft.config
-        self.capture_layers = (cfg.ivsb_layer,) if cfg.ivsb_layer is not None else ()
+        self.verify_layers = tuple(cfg.aux_layers or ())
+        self.capture_layers = self.verify_layers + ((cfg.ivsb_layer,) if cfg.ivsb_layer is not None else ())
         self.max_tree_nodes = tree.total_tokens
         self.kv = None
         self.context_items = 0
@@ -100,7 +108,7 @@ class SparrowProposer(Proposer):
         self.kv = self.draft.new_cache(capacity, target.device, target.dtype)
         self.kv.pin_prefix(len(ctx))
         embeds = torch.cat([ctx.embeds, target.embed_tokens(torch.tensor([first_token], device=target.device))])
-        hidden = torch.cat([ctx.hidden, prefill.hidden[-1:]])
+        hidden = torch.cat([ctx.hidden, self.states(prefill)[-1:]])
         self._extend(embeds, hidden, first_token)
 
     def _extend(self, embeds: torch.Tensor, hidden: torch.Tensor, last_token: int) -> None:
@@ -144,3 +152,6 @@ class SparrowProposer(Proposer):
 
     def cache_bytes(self) -> int:
         return 0 if self.kv is None else self.kv.nbytes()
+
+    def states(self, view):
+        return target_states(view, self.draft.config)

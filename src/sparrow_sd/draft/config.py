@@ -9,6 +9,15 @@ from pathlib import Path
 from ..errors import InvalidInputError
 
 VISUAL_MODES = ("none", "glimpse", "full", "pruned")
+ARCHITECTURES = ("sparrow", "eagle3")
+
+
+def default_aux_layers(num_layers: int) -> tuple[int, int, int]:
+    """EAGLE-3's three feature layers, as decoder-layer *outputs*: the inputs of layers
+    2, N/2 and N-3, which is what vLLM and SGLang capture by default."""
+    if num_layers < 5:
+        raise InvalidInputError(f"an eagle3 draft needs a target of at least 5 layers, got {num_layers}")
+    return (1, num_layers // 2 - 1, num_layers - 4)
 
 
 @dataclass
@@ -30,6 +39,16 @@ class DraftConfig:
     limit). The prompt's items stay visible if they fill at most half the window.
     ``ivsb_layer``: if set, visual items carry that target layer's hidden states
     instead of the last layer's (intermediate-layer visual state bridging).
+
+    ``architecture`` chooses the layer's form:
+
+    * ``sparrow``: ``fc([embed_norm(embedding), target last-layer state])`` into a
+      standard Llama layer; the final-normed output is fed back.
+    * ``eagle3``: EAGLE-3's layer, so that ``sparrow export --to eagle3`` is exact:
+      the target state is ``fc`` of three decoder-layer outputs (``aux_layers``)
+      concatenated, attention reads ``[input_layernorm(embedding), hidden_norm(state)]``
+      with the state as residual, and the pre-norm output is fed back. Text-only
+      (``visual_mode="none"``): that is the draft those engines can run.
     """
 
     hidden_size: int
@@ -47,8 +66,20 @@ class DraftConfig:
     pruned_fraction: float = 0.1
     ivsb_layer: int | None = None
     target_model_type: str | None = None  # e.g. "qwen2_vl"; checked against the target when set
+    architecture: str = "sparrow"
+    aux_layers: tuple[int, ...] | None = None  # eagle3: target decoder layers whose outputs feed fc
 
     def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise InvalidInputError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.architecture == "eagle3":
+            if self.aux_layers is None or len(self.aux_layers) != 3:
+                raise InvalidInputError("an eagle3 draft needs exactly three aux_layers (see default_aux_layers)")
+            if self.visual_mode != "none" or self.ivsb_layer is not None:
+                raise InvalidInputError("an eagle3 draft is text-only: visual_mode 'none', no ivsb_layer")
+            self.aux_layers = tuple(int(a) for a in self.aux_layers)
+        elif self.aux_layers is not None:
+            raise InvalidInputError("aux_layers belong to the eagle3 architecture only")
         if self.visual_mode not in VISUAL_MODES:
             raise InvalidInputError(f"visual_mode must be one of {VISUAL_MODES}, got {self.visual_mode!r}")
         if self.head_dim is None:
@@ -67,7 +98,10 @@ class DraftConfig:
             raise InvalidInputError("glimpse mode needs ivsb_layer and glimpse_tokens >= 1")
 
     def to_dict(self) -> dict:
-        return {"architectures": ["SparrowDraft"], **asdict(self)}
+        data = asdict(self)
+        if data["aux_layers"] is not None:
+            data["aux_layers"] = list(data["aux_layers"])
+        return {"architectures": ["SparrowDraft"], **data}
 
     @classmethod
     def from_dict(cls, data: dict) -> "DraftConfig":

@@ -23,8 +23,19 @@ from dataclasses import dataclass
 
 import torch
 
-from ..targets.base import TargetPrefill
+from ..targets.base import TargetPrefill, TargetVerify
 from .config import DraftConfig
+
+
+def target_states(view: TargetPrefill | TargetVerify, config: DraftConfig) -> torch.Tensor:
+    """(L, state) what the draft reads of the target at each position: the last-layer
+    state, or for an eagle3 draft its three aux layers' outputs side by side."""
+    if config.architecture == "eagle3":
+        missing = [a for a in config.aux_layers if a not in view.layer_hidden]
+        if missing:
+            raise RuntimeError(f"the target did not capture aux layers {missing}; pass capture_layers")
+        return torch.cat([view.layer_hidden[a] for a in config.aux_layers], dim=-1)
+    return view.hidden
 
 
 @dataclass
@@ -70,7 +81,7 @@ def build_draft_context(prefill: TargetPrefill, config: DraftConfig,
     keep = keep[keep >= 1]
     is_visual = prefill.visual_mask[keep]
     embeds = torch.where(is_visual[:, None], visual_embeds[keep], prefill.input_embeds[keep])
-    hidden = prefill.hidden[keep - 1]
+    hidden = target_states(prefill, config)[keep - 1]
     source = keep
 
     if config.visual_mode == "glimpse" and visual.numel():

@@ -10,6 +10,9 @@ final-normed state stood.
 
 Parameter names follow EAGLE-3 (``fc``, ``midlayer.*``, ``norm``, ``lm_head``,
 ``d2t``, ``t2d``) so checkpoints read naturally to users of that ecosystem.
+With ``architecture="eagle3"`` the layer is EAGLE-3's own (see
+:class:`~sparrow_sd.draft.config.DraftConfig`), which ``sparrow export --to eagle3``
+writes out unchanged.
 ``d2t[i]`` is the offset from draft token ``i`` to its target id, ``t2d[j]`` says
 whether target token ``j`` is in the draft vocabulary.
 """
@@ -56,15 +59,16 @@ class RotaryEmbedding(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, config: DraftConfig):
+    def __init__(self, config: DraftConfig, input_size: int | None = None):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
         h = config.hidden_size
-        self.q_proj = nn.Linear(h, self.num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(h, self.num_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(h, self.num_kv_heads * self.head_dim, bias=False)
+        x = input_size or h
+        self.q_proj = nn.Linear(x, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(x, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(x, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, h, bias=False)
 
     def forward(self, x: torch.Tensor, cos_sin, kv: DraftKV, plan: AttendPlan) -> torch.Tensor:
@@ -111,14 +115,36 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+class Eagle3DecoderLayer(nn.Module):
+    """EAGLE-3's layer: attention over [normed embedding, normed state] (2H wide), the state as residual."""
+
+    def __init__(self, config: DraftConfig):
+        super().__init__()
+        h = config.hidden_size
+        self.input_layernorm = RMSNorm(h, config.rms_norm_eps)
+        self.hidden_norm = RMSNorm(h, config.rms_norm_eps)
+        self.self_attn = Attention(config, input_size=2 * h)
+        self.post_attention_layernorm = RMSNorm(h, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, embeds, state, cos_sin, kv, plan):
+        x = torch.cat([self.input_layernorm(embeds), self.hidden_norm(state)], dim=-1)
+        x = state + self.self_attn(x, cos_sin, kv, plan)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
 class SparrowDraft(nn.Module):
     def __init__(self, config: DraftConfig):
         super().__init__()
         self.config = config
         h = config.hidden_size
-        self.embed_norm = RMSNorm(h, config.rms_norm_eps)
-        self.fc = nn.Linear(2 * h, h, bias=False)
-        self.midlayer = DecoderLayer(config)
+        if config.architecture == "eagle3":
+            self.fc = nn.Linear(3 * h, h, bias=False)
+            self.midlayer = Eagle3DecoderLayer(config)
+        else:
+            self.embed_norm = RMSNorm(h, config.rms_norm_eps)
+            self.fc = nn.Linear(2 * h, h, bias=False)
+            self.midlayer = DecoderLayer(config)
         self.norm = RMSNorm(h, config.rms_norm_eps)
         self.lm_head = nn.Linear(h, config.draft_vocab_size, bias=False)
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
@@ -160,6 +186,9 @@ class SparrowDraft(nn.Module):
             problems.append(f"vocabulary {cfg.vocab_size} vs target {target.vocab_size}")
         if cfg.ivsb_layer is not None and not 0 <= cfg.ivsb_layer < target.num_layers:
             problems.append(f"IVSB layer {cfg.ivsb_layer} but the target has {target.num_layers} layers")
+        for layer in cfg.aux_layers or ():
+            if not 0 <= layer < target.num_layers:
+                problems.append(f"aux layer {layer} but the target has {target.num_layers} layers")
         model_type = getattr(target.model.config, "model_type", None)
         if cfg.target_model_type is not None and cfg.target_model_type != model_type:
             problems.append(f"built for {cfg.target_model_type}, target is {model_type}")
@@ -169,11 +198,27 @@ class SparrowDraft(nn.Module):
     def to_target_ids(self, draft_ids: torch.Tensor) -> torch.Tensor:
         return draft_ids + self.d2t[draft_ids]
 
-    def forward(self, embeds: torch.Tensor, hidden: torch.Tensor, kv: DraftKV, plan: AttendPlan):
-        """(T, H) embeddings and previous-position hidden states -> (out hidden, logits).
+    @property
+    def state_size(self) -> int:
+        """Width of the target state one item reads: H, or 3H for eagle3's aux layers."""
+        return self.fc.in_features - (self.config.hidden_size if self.config.architecture == "sparrow" else 0)
 
+    def forward(self, embeds: torch.Tensor, hidden: torch.Tensor, kv: DraftKV, plan: AttendPlan):
+        """(T, H) embeddings and previous-position states -> (fed-back state, logits).
+
+        ``hidden`` is the target's state (``state_size`` wide) or the draft's own
+        fed-back output (H wide; the same thing for the sparrow architecture).
         Logits are over the draft vocabulary; map indices with :meth:`to_target_ids`.
         """
+        if self.config.architecture == "eagle3":
+            if hidden.shape[-1] == self.fc.in_features:
+                hidden = self.fc(hidden)   # the target's aux layers -> the draft's state
+            elif hidden.shape[-1] != self.config.hidden_size:
+                raise DraftTargetMismatchError(f"eagle3 draft got states of width {hidden.shape[-1]}, expected "
+                                               f"{self.fc.in_features} (target) or {self.config.hidden_size} (own)")
+            cos_sin = self.rotary(plan.positions, hidden.dtype)
+            out = self.midlayer(embeds, hidden, cos_sin, kv, plan)
+            return out, self.lm_head(self.norm(out))
         x = self.fc(torch.cat([self.embed_norm(embeds), hidden], dim=-1))
         cos_sin = self.rotary(plan.positions, x.dtype)
         x = self.midlayer(x, cos_sin, kv, plan)

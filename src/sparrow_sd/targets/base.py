@@ -89,6 +89,7 @@ class TargetVerify:
 
     logits: torch.Tensor  # (N, V) float32: the next-token logits at every node
     hidden: torch.Tensor  # (N, H) last-layer hidden states at every node
+    layer_hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (N, H) decoder layer outputs
 
 
 class TargetAdapter(ABC):
@@ -205,9 +206,7 @@ class TargetAdapter(ABC):
         length = input_ids.shape[1]
         if room < 1:
             raise InvalidInputError(f"the cache needs room for at least one token after the prompt, got {room}")
-        for layer in capture_layers:
-            if not 0 <= layer < self.num_layers:
-                raise InvalidInputError(f"layer {layer} out of range: the target has {self.num_layers} layers")
+        self._check_layers(capture_layers)
         self.cache = PreallocatedCache(self.num_layers, length + room)
         positions, self.position_offset = self.prompt_positions(inputs)
 
@@ -217,14 +216,7 @@ class TargetAdapter(ABC):
                 lambda _m, _a, kwargs: captured.__setitem__("embeds", kwargs["inputs_embeds"]), with_kwargs=True
             )
         ]
-        for layer in capture_layers:
-            hooks.append(
-                self.language_model.layers[layer].register_forward_hook(
-                    lambda _m, _a, out, layer=layer: captured.__setitem__(
-                        f"layer{layer}", out[0] if isinstance(out, tuple) else out
-                    )
-                )
-            )
+        hooks += self._layer_hooks(capture_layers, captured)
         model_inputs = {
             k: inputs[k].to(self.device) for k in self.vision_input_keys if inputs.get(k) is not None
         }
@@ -245,10 +237,21 @@ class TargetAdapter(ABC):
             visual_mask=input_ids[0] == self.video_token_id,
             input_embeds=captured["embeds"][0],
             hidden=hidden,
-            layer_hidden={layer: captured[f"layer{layer}"][0] for layer in capture_layers},
+            layer_hidden={layer: captured[layer][0] for layer in capture_layers},
             last_logits=self.lm_head(hidden[-1]).float(),
             video_token_id=self.video_token_id,
         )
+
+    def _check_layers(self, layers: Sequence[int]) -> None:
+        for layer in layers:
+            if not 0 <= layer < self.num_layers:
+                raise InvalidInputError(f"layer {layer} out of range: the target has {self.num_layers} layers")
+
+    def _layer_hooks(self, layers: Sequence[int], captured: dict) -> list:
+        """Forward hooks that keep the outputs of decoder ``layers`` in ``captured[layer]``."""
+        def keep(layer):
+            return lambda _m, _a, out: captured.__setitem__(layer, out[0] if isinstance(out, tuple) else out)
+        return [self.language_model.layers[layer].register_forward_hook(keep(layer)) for layer in layers]
 
     def _tree_attention_mask(self, tree_mask: torch.Tensor) -> torch.Tensor:
         """(1, 1, N, length + N): every node sees the whole cache and its own ancestors."""
@@ -263,31 +266,41 @@ class TargetAdapter(ABC):
         return mask
 
     @torch.inference_mode()
-    def verify(self, tokens: torch.Tensor, tree_mask: torch.Tensor, depths: torch.Tensor) -> TargetVerify:
+    def verify(self, tokens: torch.Tensor, tree_mask: torch.Tensor, depths: torch.Tensor,
+               capture_layers: Sequence[int] = ()) -> TargetVerify:
         """Score a candidate tree in one forward.
 
         ``tokens`` (N,), node 0 the root (the last emitted token, not yet in the cache);
         ``tree_mask`` (N, N) bool, True where a node may attend to another (ancestors and
         itself); ``depths`` (N,), root 0. The nodes' keys are written after the cache's
-        current length; :meth:`commit` keeps the accepted ones.
+        current length; :meth:`commit` keeps the accepted ones. ``capture_layers``: decoder
+        layers whose outputs at the nodes the draft reads (an eagle3 draft's aux layers).
         """
         if self.cache is None:
             raise RuntimeError("verify() before prefill()")
+        self._check_layers(capture_layers)
+        captured: dict = {}
+        hooks = self._layer_hooks(capture_layers, captured)
         self._tree_start = self.length
         positions = tree_position_ids(depths, self.length, self.position_offset, self.mrope).to(self.device)
         # One query: transformers' own single-token path (pack_gqa) is the faster one.
         single = tokens.numel() == 1  # a lone root sees the whole cache: no mask needed
         gqa = contextlib.nullcontext() if single else sdpa_native_gqa()
-        with gqa:
-            out = self.base(
-                input_ids=tokens.to(self.device)[None],
-                position_ids=positions,
-                attention_mask=None if single else self._tree_attention_mask(tree_mask),
-                past_key_values=self.cache,
-                use_cache=True,
-            )
+        try:
+            with gqa:
+                out = self.base(
+                    input_ids=tokens.to(self.device)[None],
+                    position_ids=positions,
+                    attention_mask=None if single else self._tree_attention_mask(tree_mask),
+                    past_key_values=self.cache,
+                    use_cache=True,
+                )
+        finally:
+            for hook in hooks:
+                hook.remove()
         hidden = out.last_hidden_state[0]
-        return TargetVerify(logits=self.lm_head(hidden).float(), hidden=hidden)
+        return TargetVerify(logits=self.lm_head(hidden).float(), hidden=hidden,
+                            layer_hidden={layer: captured[layer][0] for layer in capture_layers})
 
     @torch.inference_mode()
     def commit(self, nodes: torch.Tensor) -> None:

@@ -46,6 +46,7 @@ class DatagenConfig:
     ivsb_layer: int | None = None  # None: the middle of the target's stack
     glimpse_tokens: int = 16
     visual: str = "pooled"  # or "full" (needed by the full-visual and pruned baselines)
+    aux_layers: tuple[int, ...] | None = None  # also store these layers' outputs (eagle3 drafts)
     shard_size: int = 32
     seed: int = 0
 
@@ -127,8 +128,9 @@ def distil(generator: SpeculativeGenerator, sample: Sample, cfg: DatagenConfig, 
     for key in ("attention_mask", "mm_token_type_ids"):
         if key in prompt and prompt[key] is not None:
             full[key] = torch.cat([prompt[key], torch.full_like(response, 1 if key == "attention_mask" else 0)], dim=1)
-    prefill = target.prefill(full, room=1, capture_layers=[ivsb_layer])
-    record = make_record(prefill, length, ivsb_layer, cfg.glimpse_tokens, cfg.visual)
+    aux = tuple(cfg.aux_layers or ())
+    prefill = target.prefill(full, room=1, capture_layers=sorted({ivsb_layer, *aux}))
+    record = make_record(prefill, length, ivsb_layer, cfg.glimpse_tokens, cfg.visual, aux)
     target.release()
     return record
 
@@ -144,7 +146,12 @@ def run_datagen(model, samples: Iterable[Sample], out_dir: str | Path, cfg: Data
     out_dir.mkdir(parents=True, exist_ok=True)
     target = wrap_target(model)
     ivsb_layer = cfg.ivsb_layer if cfg.ivsb_layer is not None else target.num_layers // 2
-    info = {"format": FORMAT, "settings": {**asdict(cfg), "ivsb_layer": ivsb_layer},
+    settings = {**asdict(cfg), "ivsb_layer": ivsb_layer}
+    if cfg.aux_layers is not None:
+        settings["aux_layers"] = list(cfg.aux_layers)
+    else:
+        del settings["aux_layers"]  # data made before aux layers existed compares equal
+    info = {"format": FORMAT, "settings": settings,
             "target_model_type": target.model.config.model_type, "hidden_size": target.hidden_size,
             "vocab_size": target.vocab_size, "num_layers": target.num_layers}
     info_path = out_dir / "info.json"

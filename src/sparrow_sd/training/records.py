@@ -10,6 +10,8 @@ position:
   visual block (the state that predicts the text right after a video);
 - ``glimpse_embeds`` / ``glimpse_hidden`` (G, H): the visual block pooled into
   G contiguous spans (IVSB-layer states / last-layer states);
+- ``aux`` (N, 3H) at ``hidden_positions``, when the data is made for eagle3
+  drafts: the outputs of the three aux layers side by side;
 - with ``visual="full"`` also ``visual_embeds`` (V, H, the vision features as
   merged into the prompt), ``visual_ivsb`` and ``visual_hidden`` (V, H), which
   the full-visual and pruned baselines need.
@@ -43,7 +45,8 @@ def hidden_positions(visual_mask: torch.Tensor) -> torch.Tensor:
 
 
 def make_record(prefill: TargetPrefill, prompt_length: int, ivsb_layer: int | None,
-                glimpse_tokens: int, visual: str = "pooled") -> dict[str, torch.Tensor]:
+                glimpse_tokens: int, visual: str = "pooled",
+                aux_layers: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
     """The stored form of a prefill over prompt + response (response = positions >= prompt_length)."""
     if visual not in VISUAL_STORAGE:
         raise InvalidInputError(f"visual storage must be one of {VISUAL_STORAGE}, got {visual!r}")
@@ -58,6 +61,8 @@ def make_record(prefill: TargetPrefill, prompt_length: int, ivsb_layer: int | No
         "hidden_positions": where.to(torch.int32),
         "hidden": prefill.hidden.cpu()[where].to(STATE_DTYPE),
     }
+    if aux_layers:
+        record["aux"] = torch.cat([prefill.layer_hidden[a].cpu()[where] for a in aux_layers], -1).to(STATE_DTYPE)
     visual_pos = prefill.visual_positions.cpu()
     if visual_pos.numel():
         hidden = prefill.hidden.cpu()[visual_pos].float()
@@ -75,9 +80,10 @@ def make_record(prefill: TargetPrefill, prompt_length: int, ivsb_layer: int | No
 
 
 def prefill_from_record(record: dict[str, torch.Tensor], embed_weight: torch.Tensor,
-                        ivsb_layer: int | None, dtype: torch.dtype = torch.float32) -> TargetPrefill:
+                        ivsb_layer: int | None, dtype: torch.dtype = torch.float32,
+                        aux_layers: tuple[int, ...] | None = None) -> TargetPrefill:
     """A dense TargetPrefill rebuilt from a record (text embeddings from ``embed_weight``),
-    on ``embed_weight``'s device."""
+    on ``embed_weight``'s device; ``aux_layers`` also rebuilds those layers' states."""
     record = {k: v.to(embed_weight.device) for k, v in record.items()}
     ids = record["input_ids"].long()
     visual = record["visual_mask"].bool()
@@ -96,6 +102,13 @@ def prefill_from_record(record: dict[str, torch.Tensor], embed_weight: torch.Ten
         if "visual_ivsb" in record:
             layer[visual] = record["visual_ivsb"].to(dtype)
         layer_hidden[ivsb_layer] = layer
+    if aux_layers:
+        if "aux" not in record:
+            raise InvalidInputError("the data holds no aux-layer states; make it with `sparrow datagen --aux-layers`")
+        for a, chunk in zip(aux_layers, record["aux"].to(dtype).split(size, dim=-1)):
+            layer = torch.zeros(length, size, dtype=dtype, device=device)
+            layer[record["hidden_positions"].long()] = chunk
+            layer_hidden[a] = layer
     return TargetPrefill(input_ids=ids, visual_mask=visual, input_embeds=embeds, hidden=hidden,
                          layer_hidden=layer_hidden)
 

@@ -46,6 +46,7 @@ class DraftTrainConfig:
     """A draft-training run (written next to the trained draft)."""
 
     visual_mode: str = "none"
+    architecture: str = "sparrow"  # or "eagle3" (text-only; needs data made with aux layers)
     ivsb: bool = True  # visual items carry the IVSB-layer states (the data's layer)
     mtp_steps: int = 3  # unroll levels (1 = no multi-token prediction)
     step_decay: float = 0.8
@@ -103,8 +104,13 @@ def build_draft_vocab(records, size: int, vocab_size: int, always: set[int] = fr
     return torch.tensor(sorted(chosen), dtype=torch.long)
 
 
-def draft_config_for(target, cfg: DraftTrainConfig, ivsb_layer: int) -> DraftConfig:
+def draft_config_for(target, cfg: DraftTrainConfig, ivsb_layer: int,
+                     aux_layers: tuple[int, ...] | None = None) -> DraftConfig:
     text = target.text_config
+    eagle3 = cfg.architecture == "eagle3"
+    if eagle3 and not aux_layers:
+        raise InvalidInputError("an eagle3 draft trains on aux-layer states: make the data with "
+                                "`sparrow datagen --aux-layers default`")
     return DraftConfig(
         hidden_size=target.hidden_size,
         intermediate_size=cfg.intermediate_size or text.intermediate_size,
@@ -116,8 +122,10 @@ def draft_config_for(target, cfg: DraftTrainConfig, ivsb_layer: int) -> DraftCon
         rope_theta=getattr(text, "rope_theta", None) or 10000.0,
         visual_mode=cfg.visual_mode,
         window=None if cfg.visual_mode in ("full", "pruned") else cfg.window,
-        ivsb_layer=ivsb_layer if (cfg.ivsb or cfg.visual_mode == "glimpse") else None,
+        ivsb_layer=ivsb_layer if (cfg.ivsb or cfg.visual_mode == "glimpse") and not eagle3 else None,
         target_model_type=target.model.config.model_type,
+        architecture=cfg.architecture,
+        aux_layers=tuple(aux_layers) if eagle3 else None,
     )
 
 
@@ -126,7 +134,7 @@ def sample_loss(draft: SparrowDraft, record: dict[str, torch.Tensor], embed_weig
     """(loss, per-level greedy agreement, supervised positions) for one record."""
     dcfg = draft.config
     dtype = draft.fc.weight.dtype
-    prefill = prefill_from_record(record, embed_weight, dcfg.ivsb_layer, dtype)
+    prefill = prefill_from_record(record, embed_weight, dcfg.ivsb_layer, dtype, dcfg.aux_layers)
     context = build_draft_context(prefill, dcfg, glimpse=record_glimpse(record, dtype))
     ids = prefill.input_ids
     source = context.source
@@ -155,7 +163,7 @@ def sample_loss(draft: SparrowDraft, record: dict[str, torch.Tensor], embed_weig
         loss = loss + (cfg.step_decay**k / norm) * ce[valid].mean()
         guess = draft.to_target_ids(level.logits[where].argmax(-1))
         agree.append(float((guess == truth)[valid].float().mean()))
-    if cfg.hidden_weight:
+    if cfg.hidden_weight and dcfg.architecture == "sparrow":  # eagle3 feeds back a pre-norm state
         loss = loss + cfg.hidden_weight * F.smooth_l1_loss(levels[0].hidden[where].float(), target_state.float())
     return loss, agree, int(where.numel())
 
@@ -210,8 +218,8 @@ def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrai
             draft_vocab = build_draft_vocab((data[i] for i in train_ids), cfg.draft_vocab_size,
                                             target.vocab_size, stops)
         torch.manual_seed(cfg.seed)
-        draft = SparrowDraft.from_target(target, draft_config_for(target, cfg, ivsb_layer), draft_vocab,
-                                         seed=cfg.seed).float().cpu()
+        dcfg = draft_config_for(target, cfg, ivsb_layer, info["settings"].get("aux_layers"))
+        draft = SparrowDraft.from_target(target, dcfg, draft_vocab, seed=cfg.seed).float().cpu()
     draft.train()
     params = [p for p in draft.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
