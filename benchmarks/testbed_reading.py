@@ -13,8 +13,15 @@ to read visual tokens in this many steps". ``--positions sequential`` replaces
 M-RoPE's (t, h, w) positions with plain 1-D ones (all three rows equal), to see
 whether SmolLM2, trained with 1-D RoPE, reads 1-D-positioned visual tokens sooner.
 
+``text``: no video at all; the first turn carries the clip's frame-by-frame object
+inventory in words (every object of every frame, with colour, size, shape and
+place), and the LoRA (or, with ``--full``, every decoder layer) trains on QA. The
+ceiling of any vision tower: how fast the language model learns these questions
+when the video is handed to it as text.
+
     .venv/bin/python benchmarks/testbed_reading.py check runs/testbed/testbed-work/resume.pt
     .venv/bin/python benchmarks/testbed_reading.py ideal --steps 150 --lr 2e-3 --positions sequential
+    .venv/bin/python benchmarks/testbed_reading.py --clips 30 text --steps 400 --lr 2e-3
 """
 
 import argparse
@@ -32,6 +39,7 @@ from sparrow_sd.testbed.training import (
     align_targets,
     answer_loss,
     answer_spans,
+    inventory,
     probe_targets,
     sample_clip,
     word_tables,
@@ -141,6 +149,68 @@ def ideal(args) -> None:
     print(f"{(time.time() - started) / max(1, args.steps):.2f} s/step")
 
 
+def _text_forward(model, processor, clip, rng):
+    """Logits and targets of a QA conversation whose first turn holds the clip as text."""
+    encode = processor._encode
+    context = "The video, frame by frame:\n" + inventory(clip.scene, 1)
+    ids, labels = [], []
+    order = rng.permutation(len(clip.qa))
+    for n, k in enumerate(order):
+        question = f"{context}\n{clip.qa[k].question}" if n == 0 else clip.qa[k].question
+        prompt = encode(f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+        reply, newline = encode(f"{clip.qa[k].answer}<|im_end|>"), encode("\n")
+        ids += prompt + reply + newline
+        labels += [-100] * len(prompt) + reply + [-100] * len(newline)
+    input_ids, targets = torch.tensor([ids]), torch.tensor(labels[1:])
+    where = torch.nonzero(targets != -100).squeeze(-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = model.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
+        logits = model.lm_head(hidden[0, where]).float()
+    return logits, targets[where], labels, order
+
+
+def text(args) -> None:
+    model, processor = load_testbed(None)
+    model.requires_grad_(False)
+    if args.full:
+        params = list(model.model.language_model.layers.parameters())
+        for p in params:
+            p.requires_grad_(True)
+    else:
+        params = list(LoRA(model, rank=args.rank, seed=0).attach().parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    clips = held_out(args.clips)[:-1]
+
+    def evaluate(step):
+        out = defaultdict(list)
+        with torch.no_grad():
+            for clip in clips:
+                logits, targets, labels, order = _text_forward(model, processor, clip, np.random.default_rng(0))
+                correct, offset = (logits.argmax(-1) == targets).tolist(), 0
+                for (start, end), k in zip(answer_spans(labels[1:]), order):
+                    ok = all(correct[offset : offset + end - start])
+                    offset += end - start
+                    out[clip.qa[k].kind].append(ok)
+                    out["ALL"].append(ok)
+        print(f"step {step}: held-out accuracy {np.mean(out['ALL']):.3f} (n={len(out['ALL'])})", flush=True)
+        return out
+
+    rng, started = np.random.default_rng(1), time.time()
+    for step in range(args.steps):
+        if step % args.eval_every == 0:
+            evaluate(step)
+        clip = sample_clip(3_000_000 + step, args.frames, 4, processor, rng)
+        logits, targets, labels, _ = _text_forward(model, processor, clip, rng)
+        loss = answer_loss(logits, targets, labels, "turn")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    print(f"{(time.time() - started) / max(1, args.steps):.2f} s/step (evaluations included)")
+    final = evaluate(args.steps)
+    for kind in sorted(final):
+        print(f"  {kind:22s} {np.mean(final[kind]):.2f} (n={len(final[kind])})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -158,6 +228,14 @@ def main() -> None:
     i.add_argument("--eval-every", type=int, default=75)
     i.add_argument("--positions", choices=["mrope", "sequential"], default="mrope")
     i.set_defaults(func=ideal)
+    t = sub.add_parser("text", help="no video: the clip's inventory as text; train LoRA (or --full) on QA")
+    t.add_argument("--steps", type=int, default=400)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--rank", type=int, default=8)
+    t.add_argument("--full", action="store_true", help="train every decoder layer instead of a LoRA")
+    t.add_argument("--frames", type=int, default=6)
+    t.add_argument("--eval-every", type=int, default=100)
+    t.set_defaults(func=text)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.func(args)

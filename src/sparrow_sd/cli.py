@@ -42,7 +42,7 @@ def _testbed_build(args: argparse.Namespace) -> int:
                       answer_weighting=args.answer_weighting, lora_rank=args.lora_rank, lora_mlp=args.lora_mlp,
                       align_weight=args.align_weight, inventory_prob=args.inventory_prob,
                       turn_order=args.turn_order)
-    train_testbed(args.out, cfg, work=args.work, gguf=args.gguf)
+    train_testbed(args.out, cfg, work=args.work, gguf=args.gguf, device=args.device)
     if args.no_eval:
         return 0
     return _run_eval(args.out, args, update_manifest=True)
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(a .manifest.json is written beside it)")
     build.add_argument("--work", default=None, help="folder for the log and checkpoints (default: beside --out)")
     build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--device", default="cpu", help="where training runs: cpu, cuda, ... (evaluation runs on CPU)")
     build.add_argument("--steps", type=int, default=800, help="language-stage steps (one clip each)")
     build.add_argument("--grounding-steps", type=int, default=600, help="grounding-stage steps")
     build.add_argument("--answer-weighting", choices=["token", "turn"], default="turn",

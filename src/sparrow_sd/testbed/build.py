@@ -38,8 +38,11 @@ def _logger(path: Path) -> Callable[[str], None]:
 
 
 def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | Path | None = None,
-                  gguf: str | None = None, log: Callable[[str], None] | None = None) -> dict:
+                  gguf: str | None = None, log: Callable[[str], None] | None = None, device: str = "cpu") -> dict:
     """Train the testbed's vision tower and LoRA; write ``out`` (weights) and ``out``.json (manifest).
+
+    ``device``: where training runs ("cuda" when a GPU is lent); checkpoints and
+    the weights file are device-independent, so a build resumes on either.
 
     Returns the manifest (settings, timings, data description). Evaluation
     figures are added by :func:`sparrow_sd.testbed.evaluate.evaluate_testbed`.
@@ -56,6 +59,8 @@ def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | P
     model.requires_grad_(False)
     model.model.visual.requires_grad_(True)
     probe = torch.nn.Linear(model.config.text_config.hidden_size, sum(PROBE_CLASSES))
+    model.to(device)
+    probe.to(device)
     log(f"training settings: {json.dumps(config_dict(cfg))}")
 
     started = time.time()
@@ -64,7 +69,7 @@ def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | P
         train_grounding(model, processor, probe, cfg, log, state=state)
     grounding_s = state.elapsed_s()
     targets = DEFAULT_TARGETS + (MLP_TARGETS if cfg.lora_mlp else ())
-    lora = LoRA(model, rank=cfg.lora_rank, targets=targets, seed=cfg.seed).attach()
+    lora = LoRA(model, rank=cfg.lora_rank, targets=targets, seed=cfg.seed).to(device).attach()
     if state.stage_done("language"):
         state.load_modules({"visual": model.model.visual, "probe": probe, "lora": lora})
     else:
@@ -73,6 +78,8 @@ def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | P
         train_language(model, processor, probe, lora, cfg, log, state=state)
     total_s = state.elapsed_s()
     lora.merge()
+    model.cpu()
+    lora.cpu()
     save_vision_weights(model, out, lora_state=lora.state())
     manifest = {
         "weights": out.name,
@@ -82,7 +89,8 @@ def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | P
         "data": ("SynthVideo clips generated on the fly at 144x144: training seeds from "
                  f"{1_000_000} upward (grounding stage offset by 7,000,000); evaluation seeds below 1,000,000"),
         "training_time_s": {"grounding": round(grounding_s, 1), "total": round(total_s, 1)},
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip()
+                   + (f", {torch.cuda.get_device_name(device)}" if str(device).startswith("cuda") else ""),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
     }

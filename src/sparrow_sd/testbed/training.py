@@ -243,6 +243,7 @@ def _align_loss(features: torch.Tensor, targets: tuple[torch.Tensor, ...], table
 
 
 def _grounding_loss(probe, features, targets, tables, align_weight: float) -> torch.Tensor:
+    targets = tuple(t.to(features.device) for t in targets)
     loss = _probe_loss(probe, features, targets)
     if align_weight:
         loss = loss + align_weight * _align_loss(features, targets, tables)
@@ -270,7 +271,7 @@ class RunState:
         self.saved = None
         self.started = time.time()
         if path is not None and Path(path).is_file():
-            self.saved = torch.load(path, weights_only=False)
+            self.saved = torch.load(path, weights_only=False, map_location="cpu")
             if not same_run(self.saved["config"], cfg):
                 raise InvalidInputError(f"{path} holds a run with other settings; delete it or use another work folder")
 
@@ -337,8 +338,9 @@ def train_grounding(model, processor: TestbedProcessor, probe: nn.Linear, cfg: T
         clip = sample_clip(TRAIN_SEED_BASE + 7_000_000 + cfg.seed * 100_003 + step, frames, cfg.max_events,
                            processor, rng)
         pixels, grid = processor.preprocess_video(clip.frames)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            features = visual(pixels, grid_thw=grid).pooler_output
+        device = probe.weight.device
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            features = visual(pixels.to(device), grid_thw=grid.to(device)).pooler_output
         loss = _grounding_loss(probe, features, probe_targets(clip, processor), tables, cfg.align_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -358,16 +360,17 @@ def _answer_forward(model, processor, clip, rng, description_prob, dtype=torch.b
     pixels, grid = processor.preprocess_video(clip.frames)
     count = int(grid.prod()) // processor.config.spatial_merge_size**2
     ids, labels = conversation(processor, clip, count, rng, description_prob, inventory_prob, turn_order)
-    input_ids = torch.tensor([ids])
-    targets = torch.tensor(labels[1:])
+    device = model.lm_head.weight.device
+    input_ids = torch.tensor([ids], device=device)
+    targets = torch.tensor(labels[1:], device=device)
     where = torch.nonzero(targets != -100).squeeze(-1)
-    with torch.autocast("cpu", dtype=dtype):
+    with torch.autocast(device.type, dtype=dtype):
         hidden = model.model(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
             mm_token_type_ids=(input_ids == processor.video_token_id).long() * 2,
-            pixel_values_videos=pixels,
-            video_grid_thw=grid,
+            pixel_values_videos=pixels.to(device),
+            video_grid_thw=grid.to(device),
         ).last_hidden_state[0, where]
         logits = model.lm_head(hidden).float()
     return logits, targets[where], ids, labels
