@@ -14,13 +14,14 @@ from sparrow_sd.training.trainer import DraftTrainConfig
 def test_suite_drafts_differ_only_in_what_they_read_and_the_sparrow_parts():
     base = DraftTrainConfig(epochs=3, lr=1e-3)
     configs = suite_configs(base)
-    assert list(configs) == ["sparrow", "full", "pruned", "text-only"]
-    shared = {k: v for k, v in vars(base).items() if k not in ("visual_mode", "ivsb", "mtp_steps")}
+    assert list(configs) == ["sparrow", "full", "pruned", "text-only", "sparrow-eagle3"]
+    shared = {k: v for k, v in vars(base).items() if k not in ("visual_mode", "ivsb", "mtp_steps", "architecture")}
     for cfg in configs.values():
         assert {k: getattr(cfg, k) for k in shared} == shared
     assert (configs["sparrow"].visual_mode, configs["sparrow"].ivsb, configs["sparrow"].mtp_steps) == ("glimpse", True, 3)
     assert (configs["text-only"].ivsb, configs["text-only"].mtp_steps) == (False, 1)
     assert configs["full"].visual_mode == "full" and configs["pruned"].visual_mode == "pruned"
+    assert {n for n, c in configs.items() if c.architecture == "eagle3"} == {"sparrow-eagle3"}
     with pytest.raises(InvalidInputError, match="unknown drafts"):
         suite_configs(base, ["eagle"])
 
@@ -38,6 +39,7 @@ def test_drafts_build_trains_every_draft_on_one_dataset_and_resumes(tmp_path, ca
         draft = load_draft(tmp_path / name)
         assert draft.config.visual_mode == SUITE[name][0]["visual_mode"]
         assert entry["settings"]["mtp_steps"] == SUITE[name][0]["mtp_steps"]
+        assert draft.config.architecture == SUITE[name][0].get("architecture", "sparrow")
     before = {n: (tmp_path / n / "model.safetensors").stat().st_mtime_ns for n in SUITE}
     capsys.readouterr()
     assert main(args) == 0  # everything done: nothing is retrained

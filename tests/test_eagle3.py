@@ -92,6 +92,7 @@ def test_eagle3_config_is_checked():
     with pytest.raises(InvalidInputError, match="eagle3 architecture only"):
         DraftConfig(**base, aux_layers=AUX)
     assert default_aux_layers(28) == (1, 13, 24)  # inputs of layers 2, 14, 25 (vLLM's default)
+    assert default_aux_layers(3) == AUX
     with pytest.raises(DraftTargetMismatchError, match="aux layer 5"):
         tiny_draft(tiny_model("qwen2_vl"), architecture="eagle3", aux_layers=(0, 1, 5))
 

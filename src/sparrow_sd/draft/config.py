@@ -14,9 +14,12 @@ ARCHITECTURES = ("sparrow", "eagle3")
 
 def default_aux_layers(num_layers: int) -> tuple[int, int, int]:
     """EAGLE-3's three feature layers, as decoder-layer *outputs*: the inputs of layers
-    2, N/2 and N-3, which is what vLLM and SGLang capture by default."""
+    2, N/2 and N-3, which is what vLLM and SGLang capture by default. Stacks of
+    fewer than 5 layers (test models) take the outputs of 0, N/2 and N-1."""
+    if num_layers < 3:
+        raise InvalidInputError(f"an eagle3 draft needs a target of at least 3 layers, got {num_layers}")
     if num_layers < 5:
-        raise InvalidInputError(f"an eagle3 draft needs a target of at least 5 layers, got {num_layers}")
+        return (0, num_layers // 2, num_layers - 1)
     return (1, num_layers // 2 - 1, num_layers - 4)
 
 

@@ -3,7 +3,8 @@
 The benchmark compares drafts that differ only in what they read of the video
 and in the two Sparrow ingredients (IVSB, MTP), so they must share the data,
 the number of steps, the size and every other setting. ``build_suite`` runs
-self-distillation once (``--visual full``, which every mode can train from)
+self-distillation once (``--visual full`` plus EAGLE-3's aux layers, which
+every draft can train from)
 and then trains each draft of :data:`SUITE` from the same base
 :class:`DraftTrainConfig`, skipping drafts already trained, so rerunning the
 same command after an interruption finishes the job. ``suite.json`` records
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..draft.config import default_aux_layers
 from ..errors import InvalidInputError
 from .datagen import DatagenConfig, data_info, run_datagen
 from .sources import synth_samples
@@ -34,6 +36,8 @@ SUITE: dict[str, tuple[dict, str]] = {
                "10% of the visual positions, evenly spaced (SpecVLM style)"),
     "text-only": ({"visual_mode": "none", "ivsb": False, "mtp_steps": 1},
                   "text only, no IVSB, no multi-token prediction (HiViS style)"),
+    "sparrow-eagle3": ({"architecture": "eagle3", "visual_mode": "none", "ivsb": False, "mtp_steps": 3},
+                       "Sparrow text-only in EAGLE-3's layer form: exports to vLLM / SGLang"),
 }
 
 
@@ -66,8 +70,9 @@ def build_suite(model, make_inputs: Callable, out: str | Path, suite: SuiteConfi
     data_dir = out / "data"
     started = time.time()
     samples = synth_samples(make_inputs, suite.count, frames=suite.frames, seed=suite.seed)
+    aux = default_aux_layers(model.config.get_text_config().num_hidden_layers)
     run_datagen(model, samples, data_dir, DatagenConfig(max_new_tokens=suite.max_new_tokens, visual="full",
-                                                        seed=suite.seed), total=suite.count, log=log)
+                                                        seed=suite.seed, aux_layers=aux), total=suite.count, log=log)
     datagen_s = time.time() - started
     manifest_path = out / "suite.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"drafts": {}}
