@@ -5,6 +5,8 @@ commands, not tests; here each piece is checked on one short clip, on the
 untrained testbed or on a tiny random model.
 """
 
+import json
+
 import numpy as np
 import pytest
 from conftest import require_gguf
@@ -278,6 +280,18 @@ def test_an_interrupted_build_resumes_to_the_same_weights(tmp_path):
     assert any("resuming language at step 2" in m for m in messages)
     a, b = load_file(str(tmp_path / "a.safetensors")), load_file(str(tmp_path / "b.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # a snapshot of the finished build's last checkpoint is the build's own weights, marked interim
+    from sparrow_sd.errors import AssetError
+    from sparrow_sd.testbed.build import manifest_path, snapshot_weights
+
+    snapshot_weights(tmp_path / "wa", tmp_path / "s.safetensors")
+    s = load_file(str(tmp_path / "s.safetensors"))
+    assert s.keys() == a.keys() and all(torch.equal(a[k], s[k]) for k in a)
+    manifest = json.loads(manifest_path(tmp_path / "s.safetensors").read_text())
+    assert manifest["interim"] and manifest["checkpoint"]["step"] == 4
+    with pytest.raises(AssetError, match="no build checkpoint"):
+        snapshot_weights(tmp_path / "nowhere", tmp_path / "t.safetensors")
 
 
 def test_answer_loss_weights_tokens_or_answers():

@@ -48,6 +48,16 @@ def _testbed_build(args: argparse.Namespace) -> int:
     return _run_eval(args.out, args, update_manifest=True)
 
 
+def _testbed_snapshot(args: argparse.Namespace) -> int:
+    from .testbed.build import snapshot_weights
+
+    manifest = snapshot_weights(args.work, args.out, gguf=args.gguf)
+    point = manifest["checkpoint"]
+    print(f"wrote {args.out}: INTERIM testbed weights, {point['stage']} stage step {point['step']} "
+          f"of {point['of_steps']} (use as --model testbed:{args.out})")
+    return 0
+
+
 def _testbed_eval(args: argparse.Namespace) -> int:
     return _run_eval(args.weights, args, update_manifest=args.update_manifest)
 
@@ -305,6 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     _add_eval_flags(build)
     build.set_defaults(func=_testbed_build)
+    snapshot = testbed_sub.add_parser(
+        "snapshot", parents=[common],
+        help="weights from an unfinished build's checkpoint, marked interim in their manifest",
+        description="Writes the vision tower and LoRA of WORK/resume.pt as a weights file, so the engine can be "
+                    "measured on a partly trained testbed; the manifest records the stage and step.")
+    snapshot.add_argument("--work", required=True, help="the build's work folder (holds resume.pt)")
+    snapshot.add_argument("--out", required=True, help="weights file to write")
+    snapshot.set_defaults(func=_testbed_snapshot)
+
     evaluate = testbed_sub.add_parser(
         "eval", parents=[common],
         help="QA accuracy at ~1k and ~25k visual tokens, controls, description lengths",

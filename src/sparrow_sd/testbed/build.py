@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import AssetError
 from .config import TestbedConfig
 from .lora import DEFAULT_TARGETS, MLP_TARGETS, LoRA
 from .loader import load_testbed
@@ -97,6 +98,47 @@ def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | P
     write_manifest(out, manifest)
     log(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB); training took {total_s / 60:.1f} min")
     return manifest
+
+
+def snapshot_weights(work: str | Path, out: str | Path, gguf: str | None = None) -> dict:
+    """Weights from an unfinished build's checkpoint (``WORK/resume.pt``), marked interim.
+
+    For measuring the engine on a partly trained testbed while a build is
+    unfinished; the manifest says which stage and step it holds, so figures made
+    with it cannot pass for the finished testbed's.
+    """
+    path = Path(work) / "resume.pt"
+    if not path.is_file():
+        raise AssetError(f"no build checkpoint at {path}; run `sparrow testbed build` first")
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    settings = state["config"]
+    model, _ = load_testbed(None, gguf=gguf, config=TestbedConfig(seed=settings["seed"]))
+    model.model.visual.load_state_dict(state["modules"]["visual"])
+    lora_state = None
+    if "lora" in state["modules"]:
+        targets = DEFAULT_TARGETS + (MLP_TARGETS if settings.get("lora_mlp") else ())
+        lora = LoRA(model, rank=settings["lora_rank"], targets=targets, seed=settings["seed"])
+        lora.load_state_dict(state["modules"]["lora"])
+        lora_state = lora.state()
+    save_vision_weights(model, out, lora_state=lora_state)
+    manifest = {
+        "weights": Path(out).name,
+        "interim": True,
+        "checkpoint": _checkpoint_point(state, settings) | {"source": str(path)},
+        "command": f"sparrow testbed snapshot --work {work} --out {out}",
+        "seed": settings["seed"],
+        "training": settings,
+        "training_time_s": {"total": round(state["elapsed_s"], 1)},
+    }
+    write_manifest(out, manifest)
+    return manifest
+
+
+def _checkpoint_point(state: dict, settings: dict) -> dict:
+    """Stage and step a checkpoint holds (a finished stage is saved as the next one at step 0)."""
+    stage = state.get("finished", state["stage"])
+    total = settings["grounding_steps"] if stage == "grounding" else settings["steps"]
+    return {"stage": stage, "step": total if "finished" in state else state["step"], "of_steps": total}
 
 
 def manifest_path(weights: str | Path) -> Path:
