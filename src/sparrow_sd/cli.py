@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     suite = drafts_sub.add_parser(
         "build", parents=[common, target_flags],
         help="distil data once, then train Sparrow, full-visual, pruned and text-only drafts on it",
-        description="Runs `sparrow datagen` (SynthVideo, --visual full) into OUT/data, then trains each draft of "
+        description="Runs `sparrow datagen` (SynthVideo, --visual full --aux-layers default) into OUT/data, then trains each draft of "
                     "the suite into OUT/<name> with the same recipe, and writes OUT/suite.json. Rerun the same "
                     "command to resume: finished drafts are skipped, an interrupted one continues.",
     )
@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--count", type=int, default=400, help="SynthVideo clips to distil")
     suite.add_argument("--frames", default="6,8,12,16", help="clip lengths to draw from (comma list)")
     suite.add_argument("--max-new-tokens", type=int, default=256)
-    suite.add_argument("--only", default=None, help="comma list of drafts (sparrow,full,pruned,text-only)")
+    suite.add_argument("--only", default=None, help="comma list of drafts (sparrow,full,pruned,text-only,sparrow-eagle3)")
     suite.add_argument("--config", default=None, help="JSON file of base training settings (DraftTrainConfig)")
     suite.add_argument("--epochs", type=int, default=None)
     suite.add_argument("--seed", type=int, default=0)
