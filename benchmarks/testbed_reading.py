@@ -211,6 +211,15 @@ def text(args) -> None:
         print(f"  {kind:22s} {np.mean(final[kind]):.2f} (n={len(final[kind])})")
 
 
+def _training_flags(parser, steps: int, frames: int, eval_every: int) -> None:
+    """The flags every training probe shares, with its own defaults."""
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--rank", type=int, default=8, help="LoRA rank")
+    parser.add_argument("--frames", type=int, default=frames, help="frames of each training clip")
+    parser.add_argument("--eval-every", type=int, default=eval_every)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -220,21 +229,13 @@ def main() -> None:
     c.add_argument("checkpoint")
     c.set_defaults(func=check)
     i = sub.add_parser("ideal", help="train only a LoRA on ideal (word-mixture) visual tokens")
-    i.add_argument("--steps", type=int, default=150)
-    i.add_argument("--lr", type=float, default=2e-3)
-    i.add_argument("--rank", type=int, default=8)
+    _training_flags(i, steps=150, frames=4, eval_every=75)
     i.add_argument("--mlp", action="store_true", help="adapt the MLP projections too")
-    i.add_argument("--frames", type=int, default=4)
-    i.add_argument("--eval-every", type=int, default=75)
     i.add_argument("--positions", choices=["mrope", "sequential"], default="mrope")
     i.set_defaults(func=ideal)
     t = sub.add_parser("text", help="no video: the clip's inventory as text; train LoRA (or --full) on QA")
-    t.add_argument("--steps", type=int, default=400)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--rank", type=int, default=8)
+    _training_flags(t, steps=400, frames=6, eval_every=100)
     t.add_argument("--full", action="store_true", help="train every decoder layer instead of a LoRA")
-    t.add_argument("--frames", type=int, default=6)
-    t.add_argument("--eval-every", type=int, default=100)
     t.set_defaults(func=text)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
