@@ -96,3 +96,23 @@ def test_verify_cost_curve_and_pick():
     assert set(costs) == {1, 4, 16} and all(c > 0 for c in costs.values())
     assert pick_tree_tokens({1: 1.0, 4: 1.1, 16: 1.4, 32: 2.5}) == 16
     assert pick_tree_tokens({1: 1.0, 4: 3.0}) == 1
+
+
+def test_tune_tree_times_every_candidate_and_keeps_the_fastest():
+    from sparrow_sd.bench.tune import tune_tree
+    from sparrow_sd.generate import SpeculativeGenerator
+
+    model = tiny_model(ARCH)
+    inputs = prompt_inputs(model, ARCH, seed=1, frames=4)
+    candidates = (TreeConfig.chain(2), TreeConfig(depth=3, top_k=2, total_tokens=5))
+    chosen, trials = tune_tree(model, tiny_draft(model, "none"), inputs, candidates, max_new_tokens=10)
+    assert [t.tree for t in trials] == list(candidates)
+    assert chosen == min(trials, key=lambda t: t.decode_s_per_token).tree
+    assert all(t.tau >= 1.0 and t.decode_s_per_token > 0 for t in trials)
+    assert set(trials[0].to_dict()) == {"depth", "top_k", "total_tokens", "tau", "decode_ms_per_token"}
+    # a trial's tau is the tau of that tree's own decode
+    from sparrow_sd.proposers import SparrowProposer
+
+    again = SpeculativeGenerator(model, SparrowProposer(tiny_draft(model, "none"), candidates[1])).generate(
+        inputs, max_new_tokens=10)
+    assert again.stats.tau == pytest.approx(trials[1].tau)

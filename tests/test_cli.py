@@ -118,7 +118,7 @@ def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
     draft = save_draft(tiny_draft(load_target("tiny:qwen2_vl").model, "none"), tmp_path / "sparrow")
     out = tmp_path / "bench"
     code = main(["bench", "--model", "tiny:qwen2_vl", "--draft", f"sparrow={draft}", "--visual-tokens", "40", "120",
-                 "--clips", "1", "--max-new-tokens", "8", "--tree-tokens", "6", "--out", str(out)])
+                 "--clips", "1", "--max-new-tokens", "8", "--tree-tokens", "6", "--tune-tree", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "| sparrow |" in captured.out.replace("  ", " ") or "sparrow" in captured.out
@@ -127,6 +127,8 @@ def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
     assert {r["method"] for r in data["summary"]} == {"autoregressive", "hf-prompt-lookup", "sparrow"}
     assert all(v is not None for r in data["summary"] for v in r.values())
     assert [r["lossless"] for r in data["summary"] if r["method"] == "sparrow"] == ["1/1", "1/1"]
+    tuned = data["tree_tuning"]["drafts"]["sparrow"]  # --tune-tree: the chosen tree is the one benchmarked
+    assert len(tuned["trials"]) > 1 and data["methods"]["sparrow"]["tree"] == tuned["chosen"]
     assert (out / "bench.md").is_file() and (out / "bench.png").stat().st_size > 1000
     one_line_error(capsys, ["bench", "--model", "tiny:qwen2_vl", "--draft", "nonsense"], "NAME=FOLDER")
 

@@ -202,7 +202,7 @@ def _drafts_build(args: argparse.Namespace) -> int:
                         max_new_tokens=args.max_new_tokens, seed=args.seed)
     names = args.only.split(",") if args.only else None
     build_suite(model, make_inputs, args.out, suite, base, names,
-                command="sparrow drafts build " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []))
+                command="sparrow " + shlex.join(sys.argv[1:]))
     return 0
 
 
@@ -237,7 +237,8 @@ def _bench(args: argparse.Namespace) -> int:
         temperatures=tuple(args.temperatures))
     run_bench(BenchOptions(model=args.model, drafts=parse_drafts(args.draft), sweep=sweep,
                            tree=TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_tokens),
-                           prompt_lookup=not args.no_prompt_lookup, out=args.out, dtype=args.dtype,
+                           prompt_lookup=not args.no_prompt_lookup, tune_tree=args.tune_tree, out=args.out,
+                           dtype=args.dtype,
                            device=args.device, gguf=args.gguf))
     return 0
 
@@ -452,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--temperatures", type=float, nargs="+", default=[0.0])
     bench.add_argument("--quick", action="store_true", help="1k and 3k tokens, one clip, 64 new tokens")
     bench.add_argument("--no-prompt-lookup", action="store_true", help="leave out HF prompt lookup decoding")
+    bench.add_argument("--tune-tree", action="store_true",
+                       help="before the sweep, time candidate trees (chains and EAGLE-2 trees) with each draft on a "
+                            "tuning clip at the shortest length and give each draft its fastest; overrides --tree-*")
     bench.add_argument("--out", default="runs/bench", help="folder for bench.json, bench.md, bench.png")
     bench.set_defaults(func=_bench)
     return parser

@@ -5,16 +5,21 @@ GPU that cost is nearly flat up to dozens of nodes; on a CPU it grows with N,
 so the best tree is smaller. :func:`verify_cost_curve` measures it on the
 real target at a real context length, and :func:`pick_tree_tokens` takes the
 largest N whose verify costs at most ``budget`` times a single-token step
-(EAGLE's auto-tuning idea, measured instead of assumed).
+(EAGLE's auto-tuning idea, measured instead of assumed). :func:`tune_tree`
+goes one step further and times whole decodes with the real draft, since
+acceptance decides as much as cost.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 
+from ..generate import SpeculativeGenerator
+from ..proposers import SparrowProposer, TreeConfig
 from ..targets import wrap_target
 from ..tree import tree_attention_mask, tree_depths
 
@@ -60,3 +65,42 @@ def pick_tree_tokens(costs: dict[int, float], budget: float = 1.5) -> int:
     base = costs[min(costs)]
     fitting = [n for n, c in costs.items() if c <= budget * base]
     return max(fitting) if fitting else min(costs)
+
+
+#: trees tried by :func:`tune_tree`: chains, narrow and wider EAGLE-2 trees, small to large
+TREE_CANDIDATES: tuple[TreeConfig, ...] = (
+    TreeConfig.chain(3), TreeConfig.chain(5), TreeConfig.chain(7),
+    TreeConfig(depth=5, top_k=2, total_tokens=8), TreeConfig(depth=6, top_k=2, total_tokens=10),
+    TreeConfig(depth=5, top_k=4, total_tokens=16), TreeConfig(depth=6, top_k=4, total_tokens=24),
+)
+
+
+@dataclass
+class TreeTrial:
+    tree: TreeConfig
+    tau: float
+    decode_s_per_token: float
+
+    def to_dict(self) -> dict:
+        return {**asdict(self.tree), "tau": round(self.tau, 3),
+                "decode_ms_per_token": round(1000 * self.decode_s_per_token, 2)}
+
+
+def tune_tree(model, draft, inputs, candidates: Sequence[TreeConfig] = TREE_CANDIDATES,
+              max_new_tokens: int = 64) -> tuple[TreeConfig, list[TreeTrial]]:
+    """The candidate tree with the least decode time per new token, measured end to end.
+
+    The verify cost curve alone cannot choose: a bigger tree costs more per step
+    and also accepts more per step, and how much more depends on the draft. So
+    each candidate decodes the same (tuning) input with ``draft`` and the one
+    whose decode phase (target prefill excluded, draft prefill included) is
+    fastest per token wins. Run it on an input that is not benchmarked.
+    """
+    trials = []
+    for tree in candidates:
+        generator = SpeculativeGenerator(model, SparrowProposer(draft, tree))
+        result = generator.generate(inputs, max_new_tokens=max_new_tokens)
+        s = result.stats
+        trials.append(TreeTrial(tree, s.tau, s.decode_s / max(1, len(result.tokens) - 1)))
+    best = min(trials, key=lambda t: t.decode_s_per_token)
+    return best.tree, trials

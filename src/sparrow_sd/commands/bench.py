@@ -12,11 +12,12 @@ from __future__ import annotations
 import platform
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from ..bench import Autoregressive, DraftMethod, PromptLookup, SweepConfig, check_lossless, run_sweep, write_reports
+from ..bench.tune import tune_tree
 from ..draft import load_draft
 from ..errors import InvalidInputError
 from ..models import load_target
@@ -25,6 +26,7 @@ from ..synth import make_clip
 from ..targets import wrap_target
 
 BENCH_SEED_BASE = 300_000
+TUNING_CLIP = 1_000  # clip index of the tree-tuning input: far past any --clips count
 DESCRIBE = "Describe the video in detail."
 QUICK = SweepConfig(visual_tokens=(1000, 3000), clips=1, max_new_tokens=64, temperatures=(0.0,))
 
@@ -36,6 +38,7 @@ class BenchOptions:
     sweep: SweepConfig = SweepConfig()
     tree: TreeConfig = TreeConfig(depth=5, top_k=4, total_tokens=16)
     prompt_lookup: bool = True
+    tune_tree: bool = False  # pick each draft's tree by timing candidates on a tuning clip first
     out: str = "runs/bench"
     dtype: str = "fp32"
     device: str = "cpu"
@@ -68,19 +71,41 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
         inputs = loaded.make_inputs(DESCRIBE, video)
         return inputs, target.expected_video_tokens(inputs)
 
+    tuning = {}
+    if opts.tune_tree:
+        tuning = _tune_trees(loaded.model, [m for m in methods if isinstance(m, DraftMethod)], make_sample,
+                             min(opts.sweep.visual_tokens))
     result = run_sweep(methods, make_sample, opts.sweep)
     header = {
         "command": "sparrow bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "torch_threads": torch.get_num_threads(), "device": opts.device,
                     "cuda": torch.cuda.get_device_name() if opts.device.startswith("cuda") else None},
-        "model": opts.model, "dtype": opts.dtype, "drafts": opts.drafts,
+        "model": opts.model, "dtype": opts.dtype, "drafts": opts.drafts, "tree_tuning": tuning,
     }
     paths = write_reports(result, opts.out, header)
     print(paths["markdown"].read_text())
     print(f"reports: {', '.join(str(p) for p in paths.values())}")
     check_lossless(result)
     return header
+
+
+def _tune_trees(model, methods: list[DraftMethod], make_sample, visual_tokens: int) -> dict:
+    """Give each draft the candidate tree that decodes a tuning clip fastest; returns the trials.
+
+    The tuning clip (index ``TUNING_CLIP``) is never one of the benchmarked clips, and
+    it is at the shortest length of the sweep: there the cost of a bigger tree is
+    largest relative to a one-token step, so the pick is the cautious one.
+    """
+    inputs, _ = make_sample(visual_tokens, TUNING_CLIP)
+    tuning = {"visual_tokens": visual_tokens, "clip": TUNING_CLIP, "drafts": {}}
+    for method in methods:
+        method.tree, trials = tune_tree(model, method.draft, inputs)
+        tuning["drafts"][method.name] = {"chosen": asdict(method.tree), "trials": [t.to_dict() for t in trials]}
+        best = "  ".join(f"{t.tree.depth}/{t.tree.top_k}/{t.tree.total_tokens}: tau {t.tau:.2f}, "
+                         f"{1000 * t.decode_s_per_token:.0f} ms/token" for t in trials)
+        print(f"tree tuning, {method.name} (depth/top_k/tokens): {best} -> {asdict(method.tree)}")
+    return tuning
 
 
 def parse_drafts(items: list[str]) -> dict[str, str]:
