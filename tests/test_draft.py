@@ -139,6 +139,31 @@ def test_save_load_roundtrip_gives_identical_logits(tmp_path, arch):
     assert set(outs[0][1][1:].tolist()) <= set(vocab.tolist())
 
 
+def test_a_packed_draft_is_the_same_draft_in_bf16(tmp_path):
+    """`sparrow drafts pack`: half the bytes, the training record kept, weights equal to bf16 rounding."""
+    import json
+
+    from sparrow_sd.cli import main
+
+    draft = tiny_draft(tiny_model("qwen2_vl"), "none", seed=5)
+    torch.nn.init.normal_(draft.fc.weight)
+    source = save_draft(draft, tmp_path / "suite" / "sparrow")
+    (source / "training.json").write_text(json.dumps({"steps": 12}))
+    (tmp_path / "suite" / "suite.json").write_text(json.dumps({"command": "sparrow drafts build x", "drafts": {
+        "sparrow": {"held_out_agreement": [0.5]}, "full": {"held_out_agreement": [0.4]}}}))
+    assert main(["drafts", "pack", "--draft", str(source), "--out", str(tmp_path / "packed")]) == 0
+    packed = tmp_path / "packed"
+    assert (packed / "model.safetensors").stat().st_size < 0.6 * (source / "model.safetensors").stat().st_size
+    assert json.loads((packed / "training.json").read_text()) == {"steps": 12}
+    manifest = json.loads((packed / "manifest.json").read_text())
+    assert manifest["weights_dtype"] == "bfloat16" and manifest["suite"]["command"] == "sparrow drafts build x"
+    assert manifest["this_draft"] == {"held_out_agreement": [0.5]}
+    loaded = load_draft(packed)
+    assert loaded.config == draft.config and loaded.fc.weight.dtype == torch.float32
+    assert torch.equal(loaded.fc.weight, draft.fc.weight.to(torch.bfloat16).float())
+    assert torch.equal(loaded.d2t, draft.d2t) and torch.equal(loaded.t2d, draft.t2d)
+
+
 def test_load_refuses_missing_or_corrupt_files(tmp_path):
     with pytest.raises(InvalidInputError, match="config.json is missing"):
         load_draft(tmp_path)

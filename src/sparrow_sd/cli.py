@@ -206,6 +206,27 @@ def _drafts_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drafts_pack(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from .draft import pack_draft
+
+    source = Path(args.draft)
+    about = {}
+    suite = source.parent / "suite.json"
+    if suite.is_file():  # a suite draft: keep how its data and it were made, and its siblings' figures
+        record = json.loads(suite.read_text())
+        about = {"suite": {k: v for k, v in record.items() if k != "drafts"},
+                 "this_draft": record.get("drafts", {}).get(source.name, {})}
+    out = pack_draft(source, args.out, dtype={"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype], about=about)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"packed {source} into {out} ({args.dtype}, {size:.1f} MB)")
+    return 0
+
+
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
@@ -416,6 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--epochs", type=int, default=None)
     suite.add_argument("--seed", type=int, default=0)
     suite.set_defaults(func=_drafts_build)
+    pack = drafts_sub.add_parser(
+        "pack", help="copy a trained draft for shipping: bf16 weights, its training record and a manifest",
+        description="Writes DRAFT as OUT with its floating-point weights cast to --dtype (bf16 halves the size), "
+                    "its training.json, and a manifest.json recording where it came from (the suite's data and "
+                    "command when DRAFT sits in a `sparrow drafts build` folder).")
+    pack.add_argument("--draft", required=True, help="a trained draft folder")
+    pack.add_argument("--out", required=True, help="folder to write")
+    pack.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    pack.set_defaults(func=_drafts_pack)
 
     generate = sub.add_parser(
         "generate", parents=[common, target_flags, tree_flags],

@@ -2,7 +2,7 @@
 
 from .config import VISUAL_MODES, DraftConfig
 from .context import DraftContext, build_draft_context
-from .io import load_draft, save_draft
+from .io import load_draft, pack_draft, save_draft
 from .model import SparrowDraft
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "SparrowDraft",
     "build_draft_context",
     "load_draft",
+    "pack_draft",
     "save_draft",
 ]

@@ -20,11 +20,15 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def save_draft(draft: SparrowDraft, folder: str | Path) -> Path:
+def save_draft(draft: SparrowDraft, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors``; ``dtype`` casts the floating-point weights
+    (bf16 halves a shipped draft; :func:`load_draft` restores the dtype it is asked for)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     draft.config.save(folder / CONFIG_NAME)
     state = {k: v.detach().contiguous().cpu() for k, v in draft.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "producer": "sparrow-sd"})
     return folder
 
@@ -50,3 +54,19 @@ def load_draft(folder: str | Path, device: str | torch.device = "cpu", dtype: to
         )
     draft.lm_head.weight.requires_grad_(False)
     return draft.to(device=device, dtype=dtype or draft.fc.weight.dtype).eval()
+
+
+def pack_draft(source: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloat16,
+               about: dict | None = None) -> Path:
+    """Copy a trained draft for shipping: weights cast to ``dtype``, its ``training.json`` kept,
+    and ``about`` (where it came from: data, command, figures) written as ``manifest.json``."""
+    import json
+    import shutil
+
+    source, out = Path(source), Path(out)
+    save_draft(load_draft(source), out, dtype=dtype)
+    if (source / "training.json").is_file():
+        shutil.copyfile(source / "training.json", out / "training.json")
+    manifest = {"packed_from": str(source), "weights_dtype": str(dtype).removeprefix("torch."), **(about or {})}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
