@@ -133,6 +133,20 @@ def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
     one_line_error(capsys, ["bench", "--model", "tiny:qwen2_vl", "--draft", "nonsense"], "NAME=FOLDER")
 
 
+def test_the_demo_warns_about_interim_weights(tmp_path):
+    """Weights from an unfinished build say so, with their measured accuracy; finished ones say nothing."""
+    from sparrow_sd.demo import interim_notice
+    from sparrow_sd.testbed.build import manifest_path
+
+    weights = tmp_path / "vision.safetensors"
+    manifest_path(weights).write_text(json.dumps({"interim": True, "checkpoint": {
+        "stage": "language", "step": 200, "of_steps": 800}, "evaluation": {"short": {"accuracy": 0.3456}}}))
+    notice = interim_notice(weights)
+    assert "INTERIM" in notice and "step 200 of 800" in notice and "35%" in notice
+    manifest_path(weights).write_text(json.dumps({"evaluation": {"short": {"accuracy": 0.9}}}))
+    assert interim_notice(weights) is None
+
+
 def test_testbed_demo_streams_and_reports_a_measured_comparison(tmp_path, capsys):
     """The demo's path on the real testbed (untrained weights and a random draft stand in for the committed ones)."""
     require_gguf()

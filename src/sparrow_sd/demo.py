@@ -62,6 +62,26 @@ def missing_demo_assets() -> str | None:
     return None
 
 
+def interim_notice(weights: str | Path | None = None) -> str | None:
+    """A warning line when the testbed weights in use are an unfinished build's (manifest
+    ``"interim": true``), with their measured accuracy; None for finished weights."""
+    import json
+
+    from .testbed.build import manifest_path
+    from .testbed.loader import COMMITTED_WEIGHTS
+
+    path = manifest_path(weights or COMMITTED_WEIGHTS)
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    if not manifest.get("interim"):
+        return None
+    point = manifest.get("checkpoint", {})
+    short = manifest.get("evaluation", {}).get("short", {})
+    accuracy = f"; held-out QA accuracy {short['accuracy']:.0%} at ~1k visual tokens" if "accuracy" in short else ""
+    return (f"INTERIM testbed weights ({point.get('stage', '?')} stage, step {point.get('step', '?')} of "
+            f"{point.get('of_steps', '?')}{accuracy}): the target's answers follow its training prior more than "
+            "the video. Decoding speed and losslessness below are measured for real on this model.")
+
+
 def run_testbed_demo(frames: int = 48, max_new_tokens: int = 160, seed: int = 0, threads: int = 2,
                      draft: str | Path | None = None, vision_weights: str | Path | None = None) -> int:
     """Describe a held-out SynthVideo mp4 with the testbed and the Sparrow draft; 0 if the outputs matched."""
@@ -77,6 +97,9 @@ def run_testbed_demo(frames: int = 48, max_new_tokens: int = 160, seed: int = 0,
         console.print(f"[bold]sparrow demo[/bold]: testbed Video LLM (SmolLM2-135M inside Qwen2-VL), Sparrow draft "
                       f"{draft}, a {frames}-frame SynthVideo mp4 ({video.stat().st_size / 1e3:.0f} kB); "
                       f"prompt: {DEMO_PROMPT!r}\n", soft_wrap=True)
+        notice = interim_notice(vision_weights)
+        if notice:
+            console.print(f"[yellow]{notice}[/yellow]\n", soft_wrap=True)
         report = run_generate(GenerateOptions(model=model, video=str(video), prompt=DEMO_PROMPT, draft=str(draft),
                                               num_frames=frames, max_new_tokens=max_new_tokens, compare=True,
                                               seed=seed))
