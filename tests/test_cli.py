@@ -127,6 +127,7 @@ def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
     assert {r["method"] for r in data["summary"]} == {"autoregressive", "hf-prompt-lookup", "sparrow"}
     assert all(v is not None for r in data["summary"] for v in r.values())
     assert [r["lossless"] for r in data["summary"] if r["method"] == "sparrow"] == ["1/1", "1/1"]
+    assert all(len(s["tokens"]) == s["new_tokens"] for s in data["samples"])  # outputs kept for inspection
     tuned = data["tree_tuning"]["drafts"]["sparrow"]  # --tune-tree: the chosen tree is the one benchmarked
     assert len(tuned["trials"]) > 1 and data["methods"]["sparrow"]["tree"] == tuned["chosen"]
     assert (out / "bench.md").is_file() and (out / "bench.png").stat().st_size > 1000
