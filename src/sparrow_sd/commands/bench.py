@@ -93,9 +93,12 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
 def _tune_trees(model, methods: list[DraftMethod], make_sample, visual_tokens: int) -> dict:
     """Give each draft the candidate tree that decodes a tuning clip fastest; returns the trials.
 
-    The tuning clip (index ``TUNING_CLIP``) is never one of the benchmarked clips, and
-    it is at the shortest length of the sweep: there the cost of a bigger tree is
-    largest relative to a one-token step, so the pick is the cautious one.
+    The tuning clip (index ``TUNING_CLIP``) is never one of the benchmarked clips. It
+    is at the shortest length of the sweep because each candidate pays a target
+    prefill there (seconds, not minutes). The pick is not guaranteed best at longer
+    lengths: on the 2-core CPU an 8-node verify cost ~1.7x a one-token step at 1k
+    visual tokens but ~2x at 25k (docs/benchmarks.md), so a long sweep may favour a
+    smaller tree than the one chosen here.
     """
     inputs, _ = make_sample(visual_tokens, TUNING_CLIP)
     tuning = {"visual_tokens": visual_tokens, "clip": TUNING_CLIP, "drafts": {}}
