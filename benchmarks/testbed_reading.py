@@ -15,7 +15,7 @@ whether SmolLM2, trained with 1-D RoPE, reads 1-D-positioned visual tokens soone
 
 ``text``: no video at all; the first turn carries the clip's frame-by-frame object
 inventory in words (every object of every frame, with colour, size, shape and
-place), and the LoRA (or, with ``--full``, every decoder layer) trains on QA. The
+place; or, with ``--context description``, its event-by-event description), and the LoRA (or, with ``--full``, every decoder layer) trains on QA. The
 ceiling of any vision tower: how fast the language model learns these questions
 when the video is handed to it as text.
 
@@ -31,6 +31,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from sparrow_sd.precision import fast_autocast
 from sparrow_sd.synth import make_clip
 from sparrow_sd.testbed import load_testbed
 from sparrow_sd.testbed.lora import DEFAULT_TARGETS, MLP_TARGETS, LoRA
@@ -149,10 +150,17 @@ def ideal(args) -> None:
     print(f"{(time.time() - started) / max(1, args.steps):.2f} s/step")
 
 
-def _text_forward(model, processor, clip, rng):
+def _text_context(clip, context: str) -> str:
+    """The clip in words: its frame-by-frame object inventory, or its event-by-event description."""
+    if context == "description":
+        return "What happens in the video:\n" + clip.description
+    return "The video, frame by frame:\n" + inventory(clip.scene, 1)
+
+
+def _text_forward(model, processor, clip, rng, context="inventory"):
     """Logits and targets of a QA conversation whose first turn holds the clip as text."""
     encode = processor._encode
-    context = "The video, frame by frame:\n" + inventory(clip.scene, 1)
+    context = _text_context(clip, context)
     ids, labels = [], []
     order = rng.permutation(len(clip.qa))
     for n, k in enumerate(order):
@@ -163,7 +171,7 @@ def _text_forward(model, processor, clip, rng):
         labels += [-100] * len(prompt) + reply + [-100] * len(newline)
     input_ids, targets = torch.tensor([ids]), torch.tensor(labels[1:])
     where = torch.nonzero(targets != -100).squeeze(-1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with fast_autocast("cpu"):
         hidden = model.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids)).last_hidden_state
         logits = model.lm_head(hidden[0, where]).float()
     return logits, targets[where], labels, order
@@ -185,7 +193,8 @@ def text(args) -> None:
         out = defaultdict(list)
         with torch.no_grad():
             for clip in clips:
-                logits, targets, labels, order = _text_forward(model, processor, clip, np.random.default_rng(0))
+                logits, targets, labels, order = _text_forward(model, processor, clip, np.random.default_rng(0),
+                                                               args.context)
                 correct, offset = (logits.argmax(-1) == targets).tolist(), 0
                 for (start, end), k in zip(answer_spans(labels[1:]), order):
                     ok = all(correct[offset : offset + end - start])
@@ -200,7 +209,7 @@ def text(args) -> None:
         if step % args.eval_every == 0:
             evaluate(step)
         clip = sample_clip(3_000_000 + step, args.frames, 4, processor, rng)
-        logits, targets, labels, _ = _text_forward(model, processor, clip, rng)
+        logits, targets, labels, _ = _text_forward(model, processor, clip, rng, args.context)
         loss = answer_loss(logits, targets, labels, "turn")
         opt.zero_grad()
         loss.backward()
@@ -236,6 +245,8 @@ def main() -> None:
     t = sub.add_parser("text", help="no video: the clip's inventory as text; train LoRA (or --full) on QA")
     _training_flags(t, steps=400, frames=6, eval_every=100)
     t.add_argument("--full", action="store_true", help="train every decoder layer instead of a LoRA")
+    t.add_argument("--context", choices=["inventory", "description"], default="inventory",
+                   help="the clip as a frame-by-frame object inventory, or as its event-by-event description")
     t.set_defaults(func=text)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -72,10 +72,13 @@ def _run_eval(weights, args: argparse.Namespace, update_manifest: bool) -> int:
     from .testbed.evaluate import evaluate_testbed
 
     torch.set_num_threads(args.threads)
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    from .precision import resolve_dtype_name
+
+    dtype_name = resolve_dtype_name(args.dtype, "cpu")
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
     model, processor = load_testbed(weights, gguf=args.gguf, dtype=dtype)
     result = evaluate_testbed(model, processor, _testbed_eval_config(args))
-    result["dtype"] = args.dtype
+    result["dtype"] = dtype_name
     print(json.dumps(result, indent=2))
     if getattr(args, "json", None):
         with open(args.json, "w") as handle:
@@ -96,7 +99,8 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
                         help="held-out clips at ~25k visual tokens (154 frames; about 2 CPU minutes each)")
     parser.add_argument("--control-clips", type=int, default=30, help="clips for the blank and other-clip controls")
     parser.add_argument("--description-clips", type=int, default=10, help="short clips whose description is measured")
-    parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="evaluation dtype")
+    parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="evaluation dtype; auto: bf16 where the CPU has bf16 units (AMX, AVX512-BF16), else fp32")
 
 
 def _load_target(args: argparse.Namespace):

@@ -11,7 +11,8 @@ the data never repeats and nothing is stored):
    language model's, so thousands of steps fit in minutes and the features
    the language model later reads are already about objects.
 2. **Language** (the LLaVA step): clip and conversation through the frozen
-   SmolLM2 (bf16 autocast), cross-entropy on the answer tokens only. A
+   SmolLM2 (bf16 autocast where the device has bf16 units, fp32 elsewhere:
+   see :mod:`sparrow_sd.precision`), cross-entropy on the answer tokens only. A
    conversation holds every question the clip answers plus, half the time,
    the detailed description, in shuffled order, so one costly video forward
    teaches many answers. The vision tower, the merger and a rank-8 LoRA on
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..precision import fast_autocast
 from ..synth import make_clip
 from ..synth.render import object_pixels
 from ..synth.vocab import COLOURS, SHAPES, SIZES, with_article
@@ -339,7 +341,7 @@ def train_grounding(model, processor: TestbedProcessor, probe: nn.Linear, cfg: T
                            processor, rng)
         pixels, grid = processor.preprocess_video(clip.frames)
         device = probe.weight.device
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with fast_autocast(device):
             features = visual(pixels.to(device), grid_thw=grid.to(device)).pooler_output
         loss = _grounding_loss(probe, features, probe_targets(clip, processor), tables, cfg.align_weight)
         opt.zero_grad(set_to_none=True)
@@ -354,8 +356,7 @@ def train_grounding(model, processor: TestbedProcessor, probe: nn.Linear, cfg: T
                 f"{rate:.2f}s/step eta {rate * (cfg.grounding_steps - step - 1) / 60:.1f}min")
 
 
-def _answer_forward(model, processor, clip, rng, description_prob, dtype=torch.bfloat16, inventory_prob=0.0,
-                    turn_order="shuffled"):
+def _answer_forward(model, processor, clip, rng, description_prob, inventory_prob=0.0, turn_order="shuffled"):
     """Logits at the supervised positions and their targets for one clip's conversation."""
     pixels, grid = processor.preprocess_video(clip.frames)
     count = int(grid.prod()) // processor.config.spatial_merge_size**2
@@ -364,7 +365,7 @@ def _answer_forward(model, processor, clip, rng, description_prob, dtype=torch.b
     input_ids = torch.tensor([ids], device=device)
     targets = torch.tensor(labels[1:], device=device)
     where = torch.nonzero(targets != -100).squeeze(-1)
-    with torch.autocast(device.type, dtype=dtype):
+    with fast_autocast(device):
         hidden = model.model(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
