@@ -33,6 +33,7 @@ import torch
 
 from sparrow_sd.precision import fast_autocast
 from sparrow_sd.synth import make_clip
+from sparrow_sd.synth.describe import _Narrator
 from sparrow_sd.testbed import load_testbed
 from sparrow_sd.testbed.lora import DEFAULT_TARGETS, MLP_TARGETS, LoRA
 from sparrow_sd.testbed.training import (
@@ -128,6 +129,11 @@ def ideal(args) -> None:
 
     clips = held_out(args.clips)
     blank_source = clips[0]
+    _train_lora_on_swapped_features(model, processor, clips, use, args)
+
+
+def _train_lora_on_swapped_features(model, processor, clips, use, args) -> None:
+    """Train only a LoRA on QA while ``use(clip)`` decides what the visual tokens are."""
     targets = DEFAULT_TARGETS + (MLP_TARGETS if args.mlp else ())
     lora = LoRA(model, rank=args.rank, targets=targets, seed=0).attach()
     opt = torch.optim.AdamW(lora.parameters(), lr=args.lr, weight_decay=0.0)
@@ -148,6 +154,49 @@ def ideal(args) -> None:
         loss.backward()
         opt.step()
     print(f"{(time.time() - started) / max(1, args.steps):.2f} s/step")
+
+
+def pair_captions(scene, frames_per_token: int) -> list[str]:
+    """What an event-aware video encoder could say about each temporal patch, in words:
+    the opening objects on the first, each event on the patch where it shows, and the
+    closing objects on the last."""
+    narrator = _Narrator(scene, np.random.default_rng(scene.seed))
+    count = -(-scene.num_frames // frames_per_token)
+    lines = [[] for _ in range(count)]
+    lines[0].append("At the start: " + narrator.listing(0, where_p=1.0)[0] + ".")
+    for event in scene.events:
+        lines[min(count - 1, event.frame // frames_per_token)].append(narrator.event_clause(event))
+    lines[-1].append("At the end: " + narrator.listing(scene.num_frames - 1, where_p=1.0)[0] + ".")
+    return [" ".join(parts) for parts in lines]
+
+
+def captions(args) -> None:
+    """Visual tokens that are the word embeddings of per-patch event captions (filler elsewhere)."""
+    model, processor = load_testbed(None)
+    model.requires_grad_(False)
+    embed = model.get_input_embeddings().weight.detach()
+    cfg = processor.config
+    per_patch = (cfg.frame_size[0] // cfg.patch_size // cfg.spatial_merge_size) * (
+        cfg.frame_size[1] // cfg.patch_size // cfg.spatial_merge_size)
+    filler = processor._encode(" ")[-1]
+    current = {}
+
+    def caption_features(module, inputs, output):
+        output.pooler_output = current["features"].to(output.pooler_output.dtype)
+        return output
+
+    model.model.visual.register_forward_hook(caption_features)
+
+    def use(source):
+        scene = (source or clips[0]).scene
+        rows = []
+        for text in pair_captions(scene, cfg.temporal_patch_size):
+            ids = processor._encode(text)[:per_patch] if source is not None else []
+            rows.append(ids + [filler] * (per_patch - len(ids)))
+        current["features"] = embed[torch.tensor(rows).flatten()]
+
+    clips = held_out(args.clips)
+    _train_lora_on_swapped_features(model, processor, clips, use, args)
 
 
 def _text_context(clip, context: str) -> str:
@@ -242,6 +291,10 @@ def main() -> None:
     i.add_argument("--mlp", action="store_true", help="adapt the MLP projections too")
     i.add_argument("--positions", choices=["mrope", "sequential"], default="mrope")
     i.set_defaults(func=ideal)
+    cap = sub.add_parser("captions", help="train only a LoRA on visual tokens that are per-patch event captions")
+    _training_flags(cap, steps=400, frames=6, eval_every=100)
+    cap.add_argument("--mlp", action="store_true", help="adapt the MLP projections too")
+    cap.set_defaults(func=captions)
     t = sub.add_parser("text", help="no video: the clip's inventory as text; train LoRA (or --full) on QA")
     _training_flags(t, steps=400, frames=6, eval_every=100)
     t.add_argument("--full", action="store_true", help="train every decoder layer instead of a LoRA")
