@@ -30,6 +30,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from sparrow_sd.precision import fast_autocast
 from sparrow_sd.synth import make_clip
@@ -43,6 +44,7 @@ from sparrow_sd.testbed.training import (
     answer_spans,
     inventory,
     probe_targets,
+    where,
     sample_clip,
     word_tables,
 )
@@ -199,6 +201,122 @@ def captions(args) -> None:
     _train_lora_on_swapped_features(model, processor, clips, use, args)
 
 
+_INSTANT = ("appear", "disappear", "colour_change")
+
+
+def patch_caption(scene, start: int, end: int) -> str:
+    """What frames [start, end) show, in fixed words that an encoder seeing only those frames
+    can write: the objects on the first frame (top to bottom, left to right), then every
+    change that happens between two of its frames."""
+    def name(i, t, colour=None):
+        o = scene.objects[i]
+        return f"{o.size} {colour or scene.colour_name(i, t)} {o.shape}"
+
+    ids = sorted(scene.visible_ids(start), key=lambda i: (round(scene.centre[start, i, 1], 2), scene.centre[start, i, 0]))
+    parts = [", ".join(f"{name(i, start)} {where(scene, i, start)}" for i in ids) or "nothing"]
+    for e in scene.events:
+        if e.kind in _INSTANT and start < e.frame < end:
+            i = e.objects[0]
+            if e.kind == "appear":
+                parts.append(f"{name(i, 0, e.colour_to)} appears")
+            elif e.kind == "disappear":
+                parts.append(f"{name(i, 0, e.colour_from)} disappears")
+            else:
+                parts.append(f"{name(i, 0, e.colour_from)} turns {e.colour_to}")
+        elif e.kind not in _INSTANT and max(e.frame, start + 1) <= min(e.end_frame, end - 1):
+            t = max(e.frame, start + 1) - 1  # the motion's first frame in this patch
+            if e.kind == "move":
+                parts.append(f"{name(e.objects[0], t)} moves {e.direction}")
+            else:
+                a, b = e.objects
+                parts.append(f"{name(a, t)} and {name(b, t)} move together")
+    return ". ".join(parts) + "."
+
+
+def writer(args) -> None:
+    """Can the vision tower write each temporal patch's caption into its tokens?
+
+    Vision-only training (the language model never runs): the merger output of
+    every visual token is scored against the language model's embeddings of the
+    caption vocabulary, and must name, in raster order, the tokens of its patch's
+    caption (filler after it). Clips use ``change_patch`` so that every change
+    shows inside one patch.
+    """
+    model, processor = load_testbed(None)
+    model.requires_grad_(False)
+    visual = model.model.visual
+    visual.requires_grad_(True)
+    cfg = processor.config
+    tps = cfg.temporal_patch_size
+    per_patch = (cfg.frame_size[0] // cfg.patch_size // cfg.spatial_merge_size) * (
+        cfg.frame_size[1] // cfg.patch_size // cfg.spatial_merge_size)
+    filler = processor._encode(" ")[-1]
+    height, width = cfg.frame_size
+
+    def clip_of(seed, frames):
+        return make_clip(seed, num_frames=frames, height=height, width=width,
+                         num_events=min(3, frames - 1), change_patch=tps)
+
+    def caption_ids(clip):
+        rows = []
+        for start in range(0, clip.scene.num_frames, tps):
+            ids = processor._encode(patch_caption(clip.scene, start, min(start + tps, clip.scene.num_frames)))
+            rows.append(ids[:per_patch] + [filler] * (per_patch - min(len(ids), per_patch)))
+        return torch.tensor(rows).flatten()
+
+    vocab = sorted({filler} | {int(i) for seed in range(400) for i in caption_ids(clip_of(9_000_000 + seed, 6))})
+    index = torch.full((model.get_input_embeddings().weight.shape[0],), -1, dtype=torch.long)
+    index[torch.tensor(vocab)] = torch.arange(len(vocab))
+    table = model.get_input_embeddings().weight.detach()[vocab]
+    print(f"caption vocabulary: {len(vocab)} tokens; {per_patch} visual tokens per patch", flush=True)
+    opt = torch.optim.AdamW(visual.parameters(), lr=args.lr, weight_decay=0.01)
+    held = [clip_of(500_000 + i, 6) for i in range(args.clips)]
+
+    def scores(out, ids):
+        return out @ table.t() * args.sharpness
+
+    def evaluate(step):
+        tokens = captions_right = content = content_right = 0
+        with torch.no_grad():
+            for clip in held:
+                pixels, grid = processor.preprocess_video(clip.frames)
+                target = index[caption_ids(clip)]
+                guess = scores(visual(pixels, grid_thw=grid).pooler_output, target).argmax(-1)
+                right = guess == target
+                tokens += right.sum().item()
+                words = target != index[filler]
+                content += words.sum().item()
+                content_right += (right & words).sum().item()
+                captions_right += right.view(-1, per_patch).all(-1).sum().item()
+        patches = len(held) * -(-6 // tps)
+        print(f"step {step}: caption tokens right {content_right / content:.3f}, whole patch captions right "
+              f"{captions_right / patches:.3f} ({patches} patches)", flush=True)
+
+    rng = np.random.default_rng(1)
+    started = time.time()
+    for step in range(args.steps + 1):
+        if step % args.eval_every == 0:
+            evaluate(step)
+        if step == args.steps:
+            break
+        for group in opt.param_groups:
+            group["lr"] = args.lr * min(1.0, (step + 1) / 50)
+        clip = clip_of(4_000_000 + step, int(rng.choice((2, 4, 6))))
+        pixels, grid = processor.preprocess_video(clip.frames)
+        target = index[caption_ids(clip)]
+        per_token = F.cross_entropy(scores(visual(pixels, grid_thw=grid).pooler_output, target), target,
+                                    reduction="none")
+        words = target != index[filler]
+        loss = per_token[words].mean() + per_token[~words].mean()  # the caption counts as much as the filler
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(visual.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % 50 == 0:
+            print(f"step {step + 1}: loss {loss.item():.3f} {(time.time() - started) / (step + 1):.2f} s/step",
+                  flush=True)
+
+
 def _text_context(clip, context: str) -> str:
     """The clip in words: its frame-by-frame object inventory, or its event-by-event description."""
     if context == "description":
@@ -295,6 +413,11 @@ def main() -> None:
     _training_flags(cap, steps=400, frames=6, eval_every=100)
     cap.add_argument("--mlp", action="store_true", help="adapt the MLP projections too")
     cap.set_defaults(func=captions)
+    w = sub.add_parser("writer", help="vision only: can the vision tower write each patch's caption into its tokens")
+    _training_flags(w, steps=1500, frames=6, eval_every=250)
+    w.set_defaults(lr=1e-3)
+    w.add_argument("--sharpness", type=float, default=4.0, help="scale of the embedding dot products")
+    w.set_defaults(func=writer)
     t = sub.add_parser("text", help="no video: the clip's inventory as text; train LoRA (or --full) on QA")
     _training_flags(t, steps=400, frames=6, eval_every=100)
     t.add_argument("--full", action="store_true", help="train every decoder layer instead of a LoRA")
