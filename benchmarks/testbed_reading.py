@@ -1,4 +1,4 @@
-"""Does the testbed's language model read the video? Two probes behind the testbed recipe.
+"""Does the testbed's language model read the video? The probes behind the testbed recipe.
 
 ``check CKPT``: a training checkpoint (``resume.pt`` of ``sparrow testbed build``) is
 scored teacher-forced on held-out 6-frame clips, per question kind, with the real
@@ -19,9 +19,20 @@ place; or, with ``--context description``, its event-by-event description), and 
 ceiling of any vision tower: how fast the language model learns these questions
 when the video is handed to it as text.
 
+``captions``: like ``ideal``, but every visual token is the word embedding of its
+temporal patch's event caption (objects, then the events that show in the patch), laid
+out in raster order with filler after it: can the LM read *stated* events from video
+positions?
+
+``writer``: vision only (the LM never runs): can the vision tower learn to write each
+patch's caption into its tokens (clips made with ``change_patch`` so every change shows
+inside one patch)?
+
     .venv/bin/python benchmarks/testbed_reading.py check runs/testbed/testbed-work/resume.pt
     .venv/bin/python benchmarks/testbed_reading.py ideal --steps 150 --lr 2e-3 --positions sequential
-    .venv/bin/python benchmarks/testbed_reading.py --clips 30 text --steps 400 --lr 2e-3
+    .venv/bin/python benchmarks/testbed_reading.py --clips 30 text --steps 400 --lr 2e-3 [--context description]
+    .venv/bin/python benchmarks/testbed_reading.py --clips 15 captions --steps 300 --frames 4
+    .venv/bin/python benchmarks/testbed_reading.py --clips 10 writer --steps 1200
 """
 
 import argparse
