@@ -55,8 +55,9 @@ from sparrow_sd.testbed.training import (
     answer_spans,
     inventory,
     probe_targets,
-    where,
+    reading_order,
     sample_clip,
+    where,
     word_tables,
 )
 
@@ -183,15 +184,19 @@ def pair_captions(scene, frames_per_token: int) -> list[str]:
     return [" ".join(parts) for parts in lines]
 
 
+def _patch_layout(processor) -> tuple[int, int]:
+    """Visual tokens per temporal patch, and the token that fills a patch after its caption."""
+    tps = processor.config.temporal_patch_size
+    return processor.num_video_tokens(tps), processor._encode(" ")[-1]
+
+
 def captions(args) -> None:
     """Visual tokens that are the word embeddings of per-patch event captions (filler elsewhere)."""
     model, processor = load_testbed(None)
     model.requires_grad_(False)
     embed = model.get_input_embeddings().weight.detach()
     cfg = processor.config
-    per_patch = (cfg.frame_size[0] // cfg.patch_size // cfg.spatial_merge_size) * (
-        cfg.frame_size[1] // cfg.patch_size // cfg.spatial_merge_size)
-    filler = processor._encode(" ")[-1]
+    per_patch, filler = _patch_layout(processor)
     current = {}
 
     def caption_features(module, inputs, output):
@@ -223,8 +228,7 @@ def patch_caption(scene, start: int, end: int) -> str:
         o = scene.objects[i]
         return f"{o.size} {colour or scene.colour_name(i, t)} {o.shape}"
 
-    ids = sorted(scene.visible_ids(start), key=lambda i: (round(scene.centre[start, i, 1], 2), scene.centre[start, i, 0]))
-    parts = [", ".join(f"{name(i, start)} {where(scene, i, start)}" for i in ids) or "nothing"]
+    parts = [", ".join(f"{name(i, start)} {where(scene, i, start)}" for i in reading_order(scene, start)) or "nothing"]
     for e in scene.events:
         if e.kind in _INSTANT and start < e.frame < end:
             i = e.objects[0]
@@ -259,9 +263,7 @@ def writer(args) -> None:
     visual.requires_grad_(True)
     cfg = processor.config
     tps = cfg.temporal_patch_size
-    per_patch = (cfg.frame_size[0] // cfg.patch_size // cfg.spatial_merge_size) * (
-        cfg.frame_size[1] // cfg.patch_size // cfg.spatial_merge_size)
-    filler = processor._encode(" ")[-1]
+    per_patch, filler = _patch_layout(processor)
     height, width = cfg.frame_size
 
     def clip_of(seed, frames):
@@ -283,23 +285,22 @@ def writer(args) -> None:
     opt = torch.optim.AdamW(visual.parameters(), lr=args.lr, weight_decay=0.01)
     held = [clip_of(500_000 + i, 6) for i in range(args.clips)]
 
-    def scores(out, ids):
+    def scores(out):
         return out @ table.t() * args.sharpness
 
     def evaluate(step):
-        tokens = captions_right = content = content_right = 0
+        patches = captions_right = content = content_right = 0
         with torch.no_grad():
             for clip in held:
                 pixels, grid = processor.preprocess_video(clip.frames)
                 target = index[caption_ids(clip)]
-                guess = scores(visual(pixels, grid_thw=grid).pooler_output, target).argmax(-1)
+                guess = scores(visual(pixels, grid_thw=grid).pooler_output).argmax(-1)
                 right = guess == target
-                tokens += right.sum().item()
                 words = target != index[filler]
                 content += words.sum().item()
                 content_right += (right & words).sum().item()
                 captions_right += right.view(-1, per_patch).all(-1).sum().item()
-        patches = len(held) * -(-6 // tps)
+                patches += len(target) // per_patch
         print(f"step {step}: caption tokens right {content_right / content:.3f}, whole patch captions right "
               f"{captions_right / patches:.3f} ({patches} patches)", flush=True)
 
@@ -315,7 +316,7 @@ def writer(args) -> None:
         clip = clip_of(4_000_000 + step, int(rng.choice((2, 4, 6))))
         pixels, grid = processor.preprocess_video(clip.frames)
         target = index[caption_ids(clip)]
-        per_token = F.cross_entropy(scores(visual(pixels, grid_thw=grid).pooler_output, target), target,
+        per_token = F.cross_entropy(scores(visual(pixels, grid_thw=grid).pooler_output), target,
                                     reduction="none")
         words = target != index[filler]
         loss = per_token[words].mean() + per_token[~words].mean()  # the caption counts as much as the filler

@@ -72,11 +72,11 @@ def _run_eval(weights, args: argparse.Namespace, update_manifest: bool) -> int:
     from .testbed.evaluate import evaluate_testbed
 
     torch.set_num_threads(args.threads)
+    from .models import DTYPES
     from .precision import resolve_dtype_name
 
     dtype_name = resolve_dtype_name(args.dtype, "cpu")
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    model, processor = load_testbed(weights, gguf=args.gguf, dtype=dtype)
+    model, processor = load_testbed(weights, gguf=args.gguf, dtype=DTYPES[dtype_name])
     result = evaluate_testbed(model, processor, _testbed_eval_config(args))
     result["dtype"] = dtype_name
     print(json.dumps(result, indent=2))

@@ -131,6 +131,11 @@ def where(scene, obj: int, t: int) -> str:
     return f"at the {row}" if col == "centre" else f"at the {row} {col}"
 
 
+def reading_order(scene, t: int) -> list[int]:
+    """The objects visible on frame t, top to bottom, then left to right."""
+    return sorted(scene.visible_ids(t), key=lambda i: (round(scene.centre[t, i, 1], 2), scene.centre[t, i, 0]))
+
+
 def inventory(scene, frames_per_token: int) -> str:
     """What every visual token group shows, in words: the densest grounded training target.
 
@@ -142,7 +147,7 @@ def inventory(scene, frames_per_token: int) -> str:
     lines = []
     for start in range(0, scene.num_frames, frames_per_token):
         end = min(scene.num_frames, start + frames_per_token)
-        ids = sorted(scene.visible_ids(start), key=lambda i: (round(scene.centre[start, i, 1], 2), scene.centre[start, i, 0]))
+        ids = reading_order(scene, start)
         things = [f"{with_article(f'{scene.objects[i].size} {COLOURS[scene.colour[start, i]]} {scene.objects[i].shape}')} "
                   f"{where(scene, i, start)}" for i in ids]
         label = f"Frames {start + 1}-{end}" if end - start > 1 else f"Frame {start + 1}"
