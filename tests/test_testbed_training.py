@@ -230,6 +230,24 @@ def test_eval_command_refuses_missing_weights(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "not found" in err
 
 
+def test_build_command_passes_its_recipe_and_records_itself(tmp_path, monkeypatch):
+    """The recipe flags reach the training settings, and the manifest gets the whole command line."""
+    import sys
+
+    import sparrow_sd.testbed.build as build
+
+    seen = {}
+    monkeypatch.setattr(build, "train_testbed", lambda out, cfg, **kw: seen.update(cfg=cfg, **kw))
+    argv = ["testbed", "build", "--out", str(tmp_path / "w.safetensors"), "--description-prob", "1",
+            "--inventory-prob", "0", "--long-frames", "32", "48", "--long-every", "16", "--steps", "7", "--no-eval"]
+    monkeypatch.setattr(sys, "argv", ["sparrow", *argv])
+    assert main(argv) == 0
+    cfg = seen["cfg"]
+    assert (cfg.description_prob, cfg.inventory_prob, cfg.long_frames, cfg.long_every, cfg.steps) == (
+        1.0, 0.0, (32, 48), 16, 7)
+    assert seen["command"] == "sparrow " + " ".join(argv)
+
+
 def test_committed_weights_are_small_documented_and_load():
     """The shipped testbed: at most 20 MB, a manifest with seed, data, command and figures, and it loads."""
     import json

@@ -7,6 +7,7 @@ sparrow-sd raises on purpose becomes a one-line message and exit code 2.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from .errors import SparrowError
@@ -41,8 +42,10 @@ def _testbed_build(args: argparse.Namespace) -> int:
     cfg = TrainConfig(seed=args.seed, steps=args.steps, grounding_steps=args.grounding_steps, threads=args.threads,
                       answer_weighting=args.answer_weighting, lora_rank=args.lora_rank, lora_mlp=args.lora_mlp,
                       align_weight=args.align_weight, inventory_prob=args.inventory_prob,
-                      turn_order=args.turn_order)
-    train_testbed(args.out, cfg, work=args.work, gguf=args.gguf, device=args.device)
+                      turn_order=args.turn_order, description_prob=args.description_prob,
+                      long_frames=tuple(args.long_frames), long_every=args.long_every)
+    command = "sparrow " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    train_testbed(args.out, cfg, work=args.work, gguf=args.gguf, device=args.device, command=command)
     if args.no_eval:
         return 0
     return _run_eval(args.out, args, update_manifest=True)
@@ -338,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="chance a training conversation ends with the frame-by-frame object inventory")
     build.add_argument("--turn-order", choices=["qa_first", "shuffled"], default="qa_first",
                        help="qa_first: questions before the description and inventory (no answers leaked in text)")
+    build.add_argument("--description-prob", type=float, default=0.5,
+                       help="chance a training conversation includes the detailed description")
+    build.add_argument("--long-frames", type=int, nargs="+", default=[16, 24, 32],
+                       help="frame counts of the occasional long training clip")
+    build.add_argument("--long-every", type=int, default=25, help="one language step in this many uses a long clip")
     build.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     _add_eval_flags(build)
     build.set_defaults(func=_testbed_build)

@@ -39,11 +39,15 @@ def _logger(path: Path) -> Callable[[str], None]:
 
 
 def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | Path | None = None,
-                  gguf: str | None = None, log: Callable[[str], None] | None = None, device: str = "cpu") -> dict:
+                  gguf: str | None = None, log: Callable[[str], None] | None = None, device: str = "cpu",
+                  command: str | None = None) -> dict:
     """Train the testbed's vision tower and LoRA; write ``out`` (weights) and ``out``.json (manifest).
 
     ``device``: where training runs ("cuda" when a GPU is lent); checkpoints and
     the weights file are device-independent, so a build resumes on either.
+
+    ``command``: the command line to record in the manifest (default: the
+    plain ``sparrow testbed build --out OUT``).
 
     Returns the manifest (settings, timings, data description). Evaluation
     figures are added by :func:`sparrow_sd.testbed.evaluate.evaluate_testbed`.
@@ -84,7 +88,7 @@ def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | P
     save_vision_weights(model, out, lora_state=lora.state())
     manifest = {
         "weights": out.name,
-        "command": "sparrow testbed build --out " + str(out),
+        "command": command or "sparrow testbed build --out " + str(out),
         "seed": cfg.seed,
         "training": config_dict(cfg),
         "data": ("SynthVideo clips generated on the fly at 144x144: training seeds from "
