@@ -98,6 +98,29 @@ def test_verify_cost_curve_and_pick():
     assert pick_tree_tokens({1: 1.0, 4: 3.0}) == 1
 
 
+def test_a_prefill_made_once_serves_every_decode_exactly():
+    """Tuning at 25k shares one prefill: each decode from it equals a fresh generate, token for token."""
+    from sparrow_sd.bench.tune import prefilled_once
+    from sparrow_sd.errors import InvalidInputError
+    from sparrow_sd.generate import SpeculativeGenerator
+    from sparrow_sd.proposers import SparrowProposer
+
+    model = tiny_model(ARCH)
+    inputs = prompt_inputs(model, ARCH, seed=2, frames=4)
+    draft = tiny_draft(model, "glimpse", ivsb_layer=1)  # needs a captured intermediate layer too
+    trees = (TreeConfig.chain(3), TreeConfig(depth=3, top_k=2, total_tokens=6), TreeConfig.chain(3))
+    proposer = SparrowProposer(draft, trees[0])
+    target = prefilled_once(model, inputs, room=20 + 6 + 1, capture_layers=proposer.capture_layers)
+    for tree in trees:
+        fresh = SpeculativeGenerator(model, SparrowProposer(draft, tree)).generate(inputs, max_new_tokens=20)
+        shared = SpeculativeGenerator(target, SparrowProposer(draft, tree)).generate(inputs, max_new_tokens=20)
+        assert shared.tokens == fresh.tokens and shared.stats.tau == fresh.stats.tau
+    with pytest.raises(InvalidInputError, match="room"):
+        SpeculativeGenerator(target, SparrowProposer(draft, trees[0])).generate(inputs, max_new_tokens=40)
+    target.release_cache()
+    assert target.cache is None
+
+
 def test_tune_tree_times_every_candidate_and_keeps_the_fastest():
     from sparrow_sd.bench.tune import tune_tree
     from sparrow_sd.generate import SpeculativeGenerator

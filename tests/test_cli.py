@@ -128,8 +128,13 @@ def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
     assert all(v is not None for r in data["summary"] for v in r.values())
     assert [r["lossless"] for r in data["summary"] if r["method"] == "sparrow"] == ["1/1", "1/1"]
     assert all(len(s["tokens"]) == s["new_tokens"] for s in data["samples"])  # outputs kept for inspection
-    tuned = data["tree_tuning"]["drafts"]["sparrow"]  # --tune-tree: the chosen tree is the one benchmarked
-    assert len(tuned["trials"]) > 1 and data["methods"]["sparrow"]["tree"] == tuned["chosen"]
+    # --tune-tree: a tree chosen per length, and that length's chosen tree is the one benchmarked there
+    lengths = data["tree_tuning"]["lengths"]
+    assert set(lengths) == {"40", "120"}
+    benchmarked = data["methods"]["sparrow"]["tree_by_visual_tokens"]
+    for n, tuned in lengths.items():
+        assert len(tuned["drafts"]["sparrow"]["trials"]) > 1
+        assert benchmarked[n] == tuned["drafts"]["sparrow"]["chosen"]
     assert (out / "bench.md").is_file() and (out / "bench.png").stat().st_size > 1000
     one_line_error(capsys, ["bench", "--model", "tiny:qwen2_vl", "--draft", "nonsense"], "NAME=FOLDER")
 

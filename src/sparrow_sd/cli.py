@@ -497,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-prompt-lookup", action="store_true", help="leave out HF prompt lookup decoding")
     bench.add_argument("--tune-tree", action="store_true",
                        help="before the sweep, time candidate trees (chains and EAGLE-2 trees) with each draft on a "
-                            "tuning clip at the shortest length and give each draft its fastest; overrides --tree-*")
+                            "tuning clip at each length (one target prefill per length) and give each draft its "
+                            "fastest there; overrides --tree-*")
     bench.add_argument("--out", default="runs/bench", help="folder for bench.json, bench.md, bench.png")
     bench.set_defaults(func=_bench)
     return parser

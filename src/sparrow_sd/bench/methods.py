@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -94,6 +94,9 @@ class Method:
     def settings(self) -> dict:
         return {}
 
+    def at_length(self, visual_tokens: int) -> None:
+        """Called before the sweep's runs at ``visual_tokens`` (a method tuned per length switches here)."""
+
     def run(self, inputs, max_new_tokens: int, temperature: float = 0.0, seed: int = 0) -> MethodRun:
         raise NotImplementedError
 
@@ -128,11 +131,18 @@ class DraftMethod(_GeneratorMethod):
     def __init__(self, model, draft, tree: TreeConfig, name: str, eos_token_ids=None):
         super().__init__(model, eos_token_ids)
         self.draft, self.tree, self.name = draft, tree, name
+        self.default_tree = tree
+        self.trees: dict[int, TreeConfig] = {}  # per sweep length, when tuned per length
+
+    def at_length(self, visual_tokens: int) -> None:
+        self.tree = self.trees.get(visual_tokens, self.default_tree)
 
     def settings(self):
         c = self.draft.config
-        return {"tree": {"depth": self.tree.depth, "top_k": self.tree.top_k, "total_tokens": self.tree.total_tokens},
-                "visual_mode": c.visual_mode, "ivsb_layer": c.ivsb_layer, "window": c.window,
+        tree = {"tree": asdict(self.default_tree)}
+        if self.trees:
+            tree = {"tree_by_visual_tokens": {str(n): asdict(t) for n, t in sorted(self.trees.items())}}
+        return {**tree, "visual_mode": c.visual_mode, "ivsb_layer": c.ivsb_layer, "window": c.window,
                 "draft_vocab_size": c.draft_vocab_size}
 
     def _proposer(self):

@@ -73,10 +73,12 @@ def run_sweep(methods: Sequence[Method], make_sample: Callable[[int, int], tuple
     method is the autoregressive reference."""
     from tqdm.auto import tqdm
 
-    result = SweepResult(cfg, methods={m.name: m.settings() for m in methods})
+    result = SweepResult(cfg, methods={m.name: m.settings() for m in methods})  # before at_length() changes trees
     total = len(cfg.visual_tokens) * cfg.clips * len(cfg.temperatures) * len(methods)
     bar = tqdm(total=total, desc="bench", disable=not progress, unit="run")
     for tokens in cfg.visual_tokens:
+        for method in methods:
+            method.at_length(tokens)
         for clip in range(cfg.clips):
             inputs, actual = make_sample(tokens, clip)
             for temperature in cfg.temperatures:

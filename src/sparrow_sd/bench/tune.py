@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..errors import InvalidInputError
 from ..generate import SpeculativeGenerator
 from ..proposers import SparrowProposer, TreeConfig
-from ..targets import wrap_target
+from ..targets import TargetAdapter, wrap_target
 from ..tree import tree_attention_mask, tree_depths
 
 
@@ -87,7 +88,7 @@ class TreeTrial:
 
 
 def tune_tree(model, draft, inputs, candidates: Sequence[TreeConfig] = TREE_CANDIDATES,
-              max_new_tokens: int = 64) -> tuple[TreeConfig, list[TreeTrial]]:
+              max_new_tokens: int = 64, target: TargetAdapter | None = None) -> tuple[TreeConfig, list[TreeTrial]]:
     """The candidate tree with the least decode time per new token, measured end to end.
 
     The verify cost curve alone cannot choose: a bigger tree costs more per step
@@ -95,12 +96,48 @@ def tune_tree(model, draft, inputs, candidates: Sequence[TreeConfig] = TREE_CAND
     each candidate decodes the same (tuning) input with ``draft`` and the one
     whose decode phase (target prefill excluded, draft prefill included) is
     fastest per token wins. Run it on an input that is not benchmarked.
+
+    ``target``: a :func:`prefilled_once` adapter for ``inputs``, so that at 25k visual
+    tokens the candidates share one prefill instead of paying one each.
     """
     trials = []
     for tree in candidates:
-        generator = SpeculativeGenerator(model, SparrowProposer(draft, tree))
+        generator = SpeculativeGenerator(target if target is not None else model, SparrowProposer(draft, tree))
         result = generator.generate(inputs, max_new_tokens=max_new_tokens)
         s = result.stats
         trials.append(TreeTrial(tree, s.tau, s.decode_s / max(1, len(result.tokens) - 1)))
     best = min(trials, key=lambda t: t.decode_s_per_token)
     return best.tree, trials
+
+
+def prefilled_once(model, inputs, room: int, capture_layers: Sequence[int] = ()) -> TargetAdapter:
+    """An adapter that prefills ``inputs`` now and hands that prefill to every later ``generate``.
+
+    Each later ``prefill`` call rewinds the cache to the end of the prompt (decoding
+    only ever writes after it) and returns the first prefill's result; ``release``
+    keeps the cache. So tuning trees at 25k visual tokens costs one target prefill
+    (minutes on a CPU) instead of one per candidate and draft. ``room`` and
+    ``capture_layers`` must cover every decode that will use it; call
+    :meth:`~sparrow_sd.targets.TargetAdapter.release` of the base class when done.
+    """
+    base = type(wrap_target(model))
+
+    class PrefilledOnce(base):
+        def prefill(self, inputs_, room_, capture_layers=()):
+            missing = set(capture_layers) - set(self._saved.layer_hidden)
+            if room_ > self._room or missing:
+                raise InvalidInputError(f"this prefill has room {self._room} and layers "
+                                        f"{sorted(self._saved.layer_hidden)}; asked for {room_} and {sorted(missing)}")
+            self.cache.crop(self._saved.input_ids.numel())
+            return self._saved
+
+        def release(self):
+            pass  # kept for the next decode
+
+        def release_cache(self):
+            base.release(self)
+
+    target = PrefilledOnce(model)
+    target._room = room
+    target._saved = base.prefill(target, inputs, room, tuple(sorted(set(capture_layers))))
+    return target

@@ -17,16 +17,17 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..bench import Autoregressive, DraftMethod, PromptLookup, SweepConfig, check_lossless, run_sweep, write_reports
-from ..bench.tune import tune_tree
+from ..bench.tune import TREE_CANDIDATES, prefilled_once, tune_tree
 from ..draft import load_draft
 from ..errors import InvalidInputError
 from ..models import load_target
-from ..proposers import TreeConfig
+from ..proposers import SparrowProposer, TreeConfig
 from ..synth import make_clip
 from ..targets import wrap_target
 
 BENCH_SEED_BASE = 300_000
 TUNING_CLIP = 1_000  # clip index of the tree-tuning input: far past any --clips count
+TUNING_TOKENS = 64  # new tokens each candidate tree decodes while tuning
 DESCRIBE = "Describe the video in detail."
 QUICK = SweepConfig(visual_tokens=(1000, 3000), clips=1, max_new_tokens=64, temperatures=(0.0,))
 
@@ -74,7 +75,7 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
     tuning = {}
     if opts.tune_tree:
         tuning = _tune_trees(loaded.model, [m for m in methods if isinstance(m, DraftMethod)], make_sample,
-                             min(opts.sweep.visual_tokens))
+                             opts.sweep.visual_tokens)
     result = run_sweep(methods, make_sample, opts.sweep)
     header = {
         "command": "sparrow bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
@@ -90,24 +91,33 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
     return header
 
 
-def _tune_trees(model, methods: list[DraftMethod], make_sample, visual_tokens: int) -> dict:
-    """Give each draft the candidate tree that decodes a tuning clip fastest; returns the trials.
+def _tune_trees(model, methods: list[DraftMethod], make_sample, lengths) -> dict:
+    """Give each draft, at each length of the sweep, the candidate tree that decodes a tuning clip fastest.
 
-    The tuning clip (index ``TUNING_CLIP``) is never one of the benchmarked clips. It
-    is at the shortest length of the sweep because each candidate pays a target
-    prefill there (seconds, not minutes). The pick is not guaranteed best at longer
-    lengths: on the 2-core CPU an 8-node verify cost ~1.7x a one-token step at 1k
-    visual tokens but ~2x at 25k (docs/benchmarks.md), so a long sweep may favour a
-    smaller tree than the one chosen here.
+    The tuning clip (index ``TUNING_CLIP``) is never one of the benchmarked clips.
+    Tuning is per length because the best tree moves with the context: on the
+    2-core CPU an 8-node verify costs ~1.7x a one-token step at 1k visual tokens but
+    ~2x at 25k, and a draft that reads the video (full-visual) pays more per draft
+    step at 25k too. All drafts and candidates at one length share one target
+    prefill (:func:`prefilled_once`), so a 25k-token length costs one prefill.
     """
-    inputs, _ = make_sample(visual_tokens, TUNING_CLIP)
-    tuning = {"visual_tokens": visual_tokens, "clip": TUNING_CLIP, "drafts": {}}
-    for method in methods:
-        method.tree, trials = tune_tree(model, method.draft, inputs)
-        tuning["drafts"][method.name] = {"chosen": asdict(method.tree), "trials": [t.to_dict() for t in trials]}
-        best = "  ".join(f"{t.tree.depth}/{t.tree.top_k}/{t.tree.total_tokens}: tau {t.tau:.2f}, "
-                         f"{1000 * t.decode_s_per_token:.0f} ms/token" for t in trials)
-        print(f"tree tuning, {method.name} (depth/top_k/tokens): {best} -> {asdict(method.tree)}")
+    tuning = {"clip": TUNING_CLIP, "max_new_tokens": TUNING_TOKENS, "lengths": {}}
+    room = TUNING_TOKENS + max(tree.total_tokens for tree in TREE_CANDIDATES) + 1
+    layers = sorted({layer for m in methods for layer in SparrowProposer(m.draft, m.tree).capture_layers})
+    for tokens in lengths:
+        inputs, actual = make_sample(tokens, TUNING_CLIP)
+        target = prefilled_once(model, inputs, room, layers)
+        tuning["lengths"][str(tokens)] = {"visual_tokens": actual, "drafts": {}}
+        for method in methods:
+            tree, trials = tune_tree(model, method.draft, inputs, max_new_tokens=TUNING_TOKENS, target=target)
+            method.trees[tokens] = tree
+            tuning["lengths"][str(tokens)]["drafts"][method.name] = {
+                "chosen": asdict(tree), "trials": [t.to_dict() for t in trials]}
+            best = "  ".join(f"{t.tree.depth}/{t.tree.top_k}/{t.tree.total_tokens}: tau {t.tau:.2f}, "
+                             f"{1000 * t.decode_s_per_token:.0f} ms/token" for t in trials)
+            print(f"tree tuning at {actual} visual tokens, {method.name} (depth/top_k/tokens): {best} "
+                  f"-> {asdict(tree)}", flush=True)
+        target.release_cache()
     return tuning
 
 
