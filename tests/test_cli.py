@@ -178,3 +178,34 @@ def test_demo_without_committed_assets_says_so_and_runs_the_tiny_demo(capsys, mo
     assert main(["demo", "--frames", "8", "--max-new-tokens", "8"]) == 0
     out = capsys.readouterr().out
     assert "not committed yet: running the tiny random demo instead" in out and "all outputs identical" in out
+
+
+def test_drafts_tau_prints_the_acceptance_table_and_checks_every_decode(tmp_path, capsys):
+    """`sparrow drafts tau`: one row per draft, one column per length, each decode checked against plain."""
+    from sparrow_sd.generate import SpeculativeGenerator
+    from sparrow_sd.models import load_target
+    from sparrow_sd.proposers import SparrowProposer, TreeConfig
+
+    loaded = load_target("tiny:qwen2_vl")
+    a = save_draft(tiny_draft(loaded.model, "none"), tmp_path / "a")
+    b = save_draft(tiny_draft(loaded.model, "glimpse", seed=1), tmp_path / "b")
+    out = tmp_path / "tau.json"
+    code = main(["drafts", "tau", "--model", "tiny:qwen2_vl", "--draft", f"text={a}", "--draft", f"glimpse={b}",
+                 "--visual-tokens", "40", "120", "--clips", "2", "--max-new-tokens", "12",
+                 "--tree-depth", "3", "--tree-top-k", "2", "--tree-tokens", "5", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(out.read_text())
+    assert report["command"].startswith("sparrow ") and report["tree"] == {"depth": 3, "top_k": 2, "total_tokens": 5}
+    rows = {(r["draft"], r["visual_tokens"]): r for r in report["rows"]}
+    assert set(rows) == {(d, n) for d in ("text", "glimpse") for n in (40, 120)}
+    assert all(r["lossless_count"] == "2/2" and len(r["taus"]) == 2 for r in rows.values())
+    assert "| text |" in report["markdown"] and "| glimpse |" in report["markdown"]
+    # each tau is that draft's own fresh decode of that clip
+    from sparrow_sd.commands.bench import sample_maker
+    from sparrow_sd.draft import load_draft
+
+    inputs, _ = sample_maker(loaded)(120, 1)
+    fresh = SpeculativeGenerator(loaded.model, SparrowProposer(load_draft(b), TreeConfig(3, 2, 5))).generate(
+        inputs, max_new_tokens=12)
+    assert rows[("glimpse", 120)]["taus"][1] == pytest.approx(fresh.stats.tau)

@@ -213,6 +213,19 @@ def _drafts_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drafts_tau(args: argparse.Namespace) -> int:
+    import torch
+
+    from .commands.bench import parse_drafts, run_acceptance
+    from .proposers import TreeConfig
+
+    torch.set_num_threads(args.threads)
+    run_acceptance(args.model, parse_drafts(args.draft), args.visual_tokens, args.clips,
+                   TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_tokens),
+                   args.max_new_tokens, args.out, dtype=args.dtype, device=args.device, gguf=args.gguf)
+    return 0
+
+
 def _drafts_pack(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -449,6 +462,20 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--epochs", type=int, default=None)
     suite.add_argument("--seed", type=int, default=0)
     suite.set_defaults(func=_drafts_build)
+    tau = drafts_sub.add_parser(
+        "tau", parents=[common, target_flags, tree_flags],
+        help="the acceptance table: tau of each draft at each visual-token length, lossless-checked",
+        description="Greedy tau (mean accepted length) of every --draft on held-out SynthVideo clips with the "
+                    "detailed-description prompt, one row per draft, one column per length. Each clip is "
+                    "prefilled once and shared by plain decoding and every draft (tau needs no timing; "
+                    "`sparrow bench` measures speed), and every draft's output is checked against plain decoding.")
+    tau.add_argument("--draft", action="append", default=[], required=True, metavar="NAME=FOLDER",
+                     help="a draft to measure (repeatable)")
+    tau.add_argument("--visual-tokens", type=int, nargs="+", default=[1000, 25000])
+    tau.add_argument("--clips", type=int, default=4, help="clips per length")
+    tau.add_argument("--max-new-tokens", type=int, default=200)
+    tau.add_argument("--out", default=None, help="JSON report to write")
+    tau.set_defaults(func=_drafts_tau)
     pack = drafts_sub.add_parser(
         "pack", help="copy a trained draft for shipping: bf16 weights, its training record and a manifest",
         description="Writes DRAFT as OUT with its floating-point weights cast to --dtype (bf16 halves the size), "

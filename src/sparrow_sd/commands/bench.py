@@ -55,6 +55,20 @@ def frames_for(model, make_inputs, tokens: int, frame_size) -> int:
     return max(2, 2 * round(tokens / per_pair))
 
 
+def sample_maker(loaded, frame_size=(144, 144)):
+    """``make_sample(visual_tokens, clip) -> (inputs, actual visual tokens)``: the held-out benchmark clips
+    (seeds from ``BENCH_SEED_BASE``) with the detailed-description prompt."""
+    target = wrap_target(loaded.model)
+
+    def make_sample(tokens: int, clip: int):
+        frames = frames_for(loaded.model, loaded.make_inputs, tokens, frame_size)
+        video = make_clip(BENCH_SEED_BASE + clip, num_frames=frames, height=frame_size[0], width=frame_size[1]).frames
+        inputs = loaded.make_inputs(DESCRIBE, video)
+        return inputs, target.expected_video_tokens(inputs)
+
+    return make_sample
+
+
 def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
     loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, gguf=opts.gguf)
     target = wrap_target(loaded.model)
@@ -65,13 +79,7 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
         draft = load_draft(folder, device=opts.device, dtype=loaded.model.dtype)
         draft.check_target(target)
         methods.append(DraftMethod(loaded.model, draft, opts.tree, name))
-    def make_sample(tokens: int, clip: int):
-        frames = frames_for(loaded.model, loaded.make_inputs, tokens, opts.frame_size)
-        video = make_clip(BENCH_SEED_BASE + clip, num_frames=frames, height=opts.frame_size[0],
-                          width=opts.frame_size[1]).frames
-        inputs = loaded.make_inputs(DESCRIBE, video)
-        return inputs, target.expected_video_tokens(inputs)
-
+    make_sample = sample_maker(loaded, opts.frame_size)
     tuning = {}
     if opts.tune_tree:
         tuning = _tune_trees(loaded.model, [m for m in methods if isinstance(m, DraftMethod)], make_sample,
@@ -130,3 +138,33 @@ def parse_drafts(items: list[str]) -> dict[str, str]:
             raise InvalidInputError(f"--draft expects NAME=FOLDER (e.g. sparrow=drafts/sparrow), got {item!r}")
         drafts[name] = folder
     return drafts
+
+
+def run_acceptance(model: str, drafts: dict[str, str], lengths, clips: int, tree: TreeConfig, max_new_tokens: int,
+                   out: str | None, dtype: str = "fp32", device: str = "cpu", gguf: str | None = None,
+                   argv: list[str] | None = None) -> dict:
+    """``sparrow drafts tau``: the acceptance table (see :mod:`sparrow_sd.bench.acceptance`)."""
+    import json
+    from pathlib import Path
+
+    from ..bench.acceptance import acceptance_markdown, acceptance_table, check_acceptance_lossless
+
+    loaded = load_target(model, dtype=dtype, device=device, gguf=gguf)
+    target = wrap_target(loaded.model)
+    loaded_drafts = {}
+    for name, folder in drafts.items():
+        loaded_drafts[name] = load_draft(folder, device=device, dtype=loaded.model.dtype)
+        loaded_drafts[name].check_target(target)
+    rows = acceptance_table(loaded.model, loaded_drafts, sample_maker(loaded), lengths, clips, tree, max_new_tokens)
+    table = acceptance_markdown(rows)
+    report = {"command": "sparrow " + shlex.join(argv if argv is not None else sys.argv[1:]),
+              "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads(), "device": device},
+              "model": model, "drafts": drafts, "tree": asdict(tree), "clips": clips, "max_new_tokens": max_new_tokens,
+              "rows": [r.to_dict() for r in rows], "markdown": table}
+    print(table)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"report: {out}")
+    check_acceptance_lossless(rows)
+    return report
