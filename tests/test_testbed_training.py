@@ -118,6 +118,21 @@ def test_qa_first_order_keeps_worded_answers_after_the_questions(testbed):
         assert INVENTORY_PROMPT in processor.tokenizer.decode(ids)
 
 
+def test_description_first_order_opens_with_the_description_in_the_video_turn(testbed):
+    _, processor = testbed
+    clip = _clip()
+    count = processor.num_video_tokens(clip.num_frames)
+    for seed in range(3):
+        ids, labels = conversation(processor, clip, count, np.random.default_rng(seed), description_prob=1.0,
+                                   turn_order="description_first")
+        answers = [processor.tokenizer.decode(labels[a:b]) for a, b in answer_spans(labels)]
+        assert answers[0] == clip.description + "<|im_end|>"
+        assert sorted(answers[1:]) == sorted(q.answer + "<|im_end|>" for q in clip.qa)
+        first_turn = processor.tokenizer.decode(ids[: answer_spans(labels)[0][0]])
+        assert first_turn.count(processor.config.video_token) == count  # the video sits in the description's turn
+        assert any(prompt in first_turn for prompt in DESCRIBE_PROMPTS)
+
+
 # -- conversations ---------------------------------------------------------------------
 
 

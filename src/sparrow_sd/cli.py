@@ -352,8 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="weight of the loss pulling visual tokens towards the word embeddings of what they show")
     build.add_argument("--inventory-prob", type=float, default=1.0,
                        help="chance a training conversation ends with the frame-by-frame object inventory")
-    build.add_argument("--turn-order", choices=["qa_first", "shuffled"], default="qa_first",
-                       help="qa_first: questions before the description and inventory (no answers leaked in text)")
+    build.add_argument("--turn-order", choices=["qa_first", "shuffled", "description_first"], default="qa_first",
+                       help="qa_first: questions before the description and inventory (no answers leaked in text); "
+                            "description_first: the description opens the chat, as a single describe prompt does")
     build.add_argument("--description-prob", type=float, default=0.5,
                        help="chance a training conversation includes the detailed description")
     build.add_argument("--long-frames", type=int, nargs="+", default=[16, 24, 32],
