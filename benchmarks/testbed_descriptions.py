@@ -81,6 +81,8 @@ def main() -> None:
                          "precision_other_clip": precision(words, clip_words(other)),
                          "seconds": round(time.perf_counter() - start, 1), "text": text})
             print(f"{frames} frames, clip {i}: {len(result.tokens)} tokens, {rows[-1]['seconds']} s", flush=True)
+            if i < args.show:
+                print(f"--- {text}", flush=True)
         scored = [r for r in rows if r["precision"] is not None]
         mean = (lambda key: round(sum(r[key] for r in scored) / len(scored), 3) if scored else None)
         summary = {
@@ -94,9 +96,7 @@ def main() -> None:
             "colour_shape_precision_other_clip": mean("precision_other_clip"),
         }
         report["lengths"][frames] = {"summary": summary, "rows": rows}
-        print(json.dumps({"frames": frames, **summary}))
-        for r in rows[: args.show]:
-            print(f"--- clip {r['clip']}: {r['text']}")
+        print(json.dumps({"frames": frames, **summary}), flush=True)
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(report, handle, indent=1)
