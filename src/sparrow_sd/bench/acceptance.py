@@ -20,7 +20,7 @@ from statistics import mean, pstdev
 from ..generate import SpeculativeGenerator
 from ..proposers import SparrowProposer, TreeConfig
 from .sweep import LosslessnessError
-from .tune import prefilled_once
+from .tune import draft_capture_layers, prefilled_once
 
 
 @dataclass
@@ -47,7 +47,7 @@ def acceptance_table(model, drafts: dict, make_sample: Callable[[int, int], tupl
     """
     from tqdm.auto import tqdm
 
-    layers = sorted({layer for d in drafts.values() for layer in SparrowProposer(d, tree).capture_layers})
+    layers = draft_capture_layers(drafts.values())
     rows = {(name, n): AcceptanceRow(name, n) for n in lengths for name in drafts}
     bar = tqdm(total=len(lengths) * clips * (len(drafts) + 1), desc="tau", unit="decode", disable=not progress)
     for n in lengths:
@@ -80,7 +80,7 @@ def acceptance_markdown(rows: Sequence[AcceptanceRow]) -> str:
     head = ["draft"] + [f"tau @ ~{round(mean(by[(names[0], n)].actual_visual_tokens)):,} visual tokens"
                         for n in lengths]
     if len(lengths) > 1:
-        head.append(f"longest / shortest")
+        head.append("longest / shortest")
     head.append("lossless")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:

@@ -117,8 +117,8 @@ def prefilled_once(model, inputs, room: int, capture_layers: Sequence[int] = ())
     only ever writes after it) and returns the first prefill's result; ``release``
     keeps the cache. So tuning trees at 25k visual tokens costs one target prefill
     (minutes on a CPU) instead of one per candidate and draft. ``room`` and
-    ``capture_layers`` must cover every decode that will use it; call
-    :meth:`~sparrow_sd.targets.TargetAdapter.release` of the base class when done.
+    ``capture_layers`` must cover every decode that will use it (see
+    :func:`draft_capture_layers`); call its ``release_cache()`` when done.
     """
     base = type(wrap_target(model))
 
@@ -141,3 +141,8 @@ def prefilled_once(model, inputs, room: int, capture_layers: Sequence[int] = ())
     target._room = room
     target._saved = base.prefill(target, inputs, room, tuple(sorted(set(capture_layers))))
     return target
+
+
+def draft_capture_layers(drafts) -> list[int]:
+    """Every target layer any of ``drafts`` reads (IVSB and EAGLE-3 aux layers), for one shared prefill."""
+    return sorted({layer for draft in drafts for layer in SparrowProposer(draft).capture_layers})

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..bench import Autoregressive, DraftMethod, PromptLookup, SweepConfig, check_lossless, run_sweep, write_reports
-from ..bench.tune import TREE_CANDIDATES, prefilled_once, tune_tree
+from ..bench.tune import TREE_CANDIDATES, draft_capture_layers, prefilled_once, tune_tree
 from ..draft import load_draft
 from ..errors import InvalidInputError
 from ..models import load_target
-from ..proposers import SparrowProposer, TreeConfig
+from ..proposers import TreeConfig
 from ..synth import make_clip
 from ..targets import wrap_target
 
@@ -55,6 +55,15 @@ def frames_for(model, make_inputs, tokens: int, frame_size) -> int:
     return max(2, 2 * round(tokens / per_pair))
 
 
+def load_drafts(folders: dict[str, str], target, device: str) -> dict:
+    """name -> draft, each loaded in the target's dtype and checked to be made for this target."""
+    drafts = {}
+    for name, folder in folders.items():
+        drafts[name] = load_draft(folder, device=device, dtype=target.dtype)
+        drafts[name].check_target(target)
+    return drafts
+
+
 def sample_maker(loaded, frame_size=(144, 144)):
     """``make_sample(visual_tokens, clip) -> (inputs, actual visual tokens)``: the held-out benchmark clips
     (seeds from ``BENCH_SEED_BASE``) with the detailed-description prompt."""
@@ -75,9 +84,7 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
     methods = [Autoregressive(loaded.model)]
     if opts.prompt_lookup:
         methods.append(PromptLookup(loaded.model))
-    for name, folder in opts.drafts.items():
-        draft = load_draft(folder, device=opts.device, dtype=loaded.model.dtype)
-        draft.check_target(target)
+    for name, draft in load_drafts(opts.drafts, target, opts.device).items():
         methods.append(DraftMethod(loaded.model, draft, opts.tree, name))
     make_sample = sample_maker(loaded, opts.frame_size)
     tuning = {}
@@ -111,7 +118,7 @@ def _tune_trees(model, methods: list[DraftMethod], make_sample, lengths) -> dict
     """
     tuning = {"clip": TUNING_CLIP, "max_new_tokens": TUNING_TOKENS, "lengths": {}}
     room = TUNING_TOKENS + max(tree.total_tokens for tree in TREE_CANDIDATES) + 1
-    layers = sorted({layer for m in methods for layer in SparrowProposer(m.draft, m.tree).capture_layers})
+    layers = draft_capture_layers(m.draft for m in methods)
     for tokens in lengths:
         inputs, actual = make_sample(tokens, TUNING_CLIP)
         target = prefilled_once(model, inputs, room, layers)
@@ -151,10 +158,7 @@ def run_acceptance(model: str, drafts: dict[str, str], lengths, clips: int, tree
 
     loaded = load_target(model, dtype=dtype, device=device, gguf=gguf)
     target = wrap_target(loaded.model)
-    loaded_drafts = {}
-    for name, folder in drafts.items():
-        loaded_drafts[name] = load_draft(folder, device=device, dtype=loaded.model.dtype)
-        loaded_drafts[name].check_target(target)
+    loaded_drafts = load_drafts(drafts, target, device)
     rows = acceptance_table(loaded.model, loaded_drafts, sample_maker(loaded), lengths, clips, tree, max_new_tokens)
     table = acceptance_markdown(rows)
     report = {"command": "sparrow " + shlex.join(argv if argv is not None else sys.argv[1:]),
