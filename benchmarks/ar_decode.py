@@ -1,7 +1,7 @@
 """Plain decoding per token: Hugging Face ``generate`` (DynamicCache) vs our loop (preallocated cache).
 
-Uses a random-weight model with the testbed target's shapes (SmolLM2-135M text
-stack inside Qwen2-VL, small vision tower): timing needs the shapes, not the
+Uses a random-weight model with the testbed target's shapes (Qwen2.5-0.5B text
+stack inside LLaVA-OneVision, tiny vision tower): timing needs the shapes, not the
 weights. Both runs decode the same prompt greedily; the script checks the tokens
 match and prints per-token decode time, prefill excluded: for ``generate`` the
 time from its first emitted token to its last, taken by a streamer.
@@ -40,8 +40,8 @@ def main() -> None:
     n = args.new_tokens
     print(f"threads={torch.get_num_threads()} new_tokens={n}")
     for visual in args.visual_tokens:
-        frames = frames_for_tokens("qwen2_vl", model.config, visual)
-        inputs = make_video_inputs("qwen2_vl", model, num_frames=frames, prompt_ids_before=[1, 2, 3],
+        frames = frames_for_tokens("llava_onevision", model.config, visual)
+        inputs = make_video_inputs("llava_onevision", model, num_frames=frames, prompt_ids_before=[1, 2, 3],
                                    prompt_ids_after=list(range(10, 30)))
         prompt = inputs["input_ids"].shape[1]
         clock = StepClock()

@@ -1,6 +1,6 @@
 """Why tree verification sets TRANSFORMERS_SDPA_FORCE_GQA: one attention call, two ways.
 
-Shapes of the testbed target (SmolLM2-135M: 9 query heads, 3 key/value heads,
+Shapes of the testbed target (Qwen2.5-0.5B: 14 query heads, 2 key/value heads,
 head dim 64) verifying a 9-node tree over a long cache. ``repeat`` is what
 transformers does with a custom mask and several queries; ``native`` is SDPA's
 own grouped-query attention on the same strided cache view.
@@ -23,14 +23,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     n, length = args.nodes, args.context
-    q = torch.randn(1, 9, n, 64)
-    k = torch.randn(1, 3, length + 256, 64)[:, :, :length]  # a view into a preallocated buffer
-    v = torch.randn(1, 3, length + 256, 64)[:, :, :length]
+    q = torch.randn(1, 14, n, 64)
+    k = torch.randn(1, 2, length + 256, 64)[:, :, :length]  # a view into a preallocated buffer
+    v = torch.randn(1, 2, length + 256, 64)[:, :, :length]
     mask = torch.ones(1, 1, n, length, dtype=torch.bool)
 
     def repeat():
-        rk = k[:, :, None].expand(1, 3, 3, length, 64).reshape(1, 9, length, 64)
-        rv = v[:, :, None].expand(1, 3, 3, length, 64).reshape(1, 9, length, 64)
+        rk = k[:, :, None].expand(1, 2, 7, length, 64).reshape(1, 14, length, 64)
+        rv = v[:, :, None].expand(1, 2, 7, length, 64).reshape(1, 14, length, 64)
         return F.scaled_dot_product_attention(q, rk, rv, attn_mask=mask)
 
     def native():

@@ -1,4 +1,4 @@
-"""One SmolLM2-shaped linear layer (576 -> 1536) on M rows: why tree size costs what it does on a CPU.
+"""One Qwen2.5-0.5B-shaped linear layer (896 -> 4864) on M rows: why tree size costs what it does on a CPU.
 
 Prints microseconds per call for M = 1, 2, 3, 4, 8, 16 in fp32 and bf16 (2 threads).
 
@@ -13,10 +13,10 @@ import torch
 def main() -> None:
     torch.set_num_threads(2)
     for dtype in (torch.float32, torch.bfloat16):
-        layer = torch.nn.Linear(576, 1536, bias=False).to(dtype)
+        layer = torch.nn.Linear(896, 4864, bias=False).to(dtype)
         cells = []
         for rows in (1, 2, 3, 4, 8, 16):
-            x = torch.randn(1, rows, 576, dtype=dtype)
+            x = torch.randn(1, rows, 896, dtype=dtype)
             with torch.inference_mode():
                 for _ in range(20):
                     layer(x)

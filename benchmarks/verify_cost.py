@@ -26,8 +26,8 @@ def main() -> None:
     model = testbed_shaped_model().to(args.device)
     print(f"device={args.device} threads={torch.get_num_threads()}")
     for visual in args.visual_tokens:
-        frames = frames_for_tokens("qwen2_vl", model.config, visual)
-        inputs = make_video_inputs("qwen2_vl", model, num_frames=frames, prompt_ids_before=[1, 2, 3],
+        frames = frames_for_tokens("llava_onevision", model.config, visual)
+        inputs = make_video_inputs("llava_onevision", model, num_frames=frames, prompt_ids_before=[1, 2, 3],
                                    prompt_ids_after=list(range(10, 30)))
         inputs = {k: v.to(args.device) for k, v in inputs.items()}
         costs = verify_cost_curve(model, inputs, args.nodes)

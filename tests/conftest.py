@@ -29,15 +29,15 @@ def hf_greedy(model, inputs, max_new_tokens: int, eos_token_id=None) -> list[int
     return out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
-def require_gguf():
-    """Skip when the SmolLM2 GGUF asset is absent (``make test`` fetches it, so CI always has it)."""
+def require_language():
+    """Skip when the converted Qwen2.5-Coder weights are absent (``make test`` fetches them, so CI has them)."""
     from sparrow_sd.errors import AssetError
-    from sparrow_sd.testbed import find_gguf
+    from sparrow_sd.testbed.assets import language_dir
 
     try:
-        find_gguf()
+        language_dir()
     except AssetError as exc:
-        pytest.skip(f"SmolLM2 GGUF asset absent (run `make assets`): {exc}")
+        pytest.skip(f"testbed language weights absent (run `make assets`): {exc}")
 
 
 @pytest.fixture(params=["qwen2_vl", "qwen2_5_vl", "llava_onevision"])

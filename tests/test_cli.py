@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import require_gguf, tiny_model
+from conftest import require_language, tiny_model
 
 from sparrow_sd.cli import main
 from sparrow_sd.commands.generate import check_context
@@ -28,13 +28,13 @@ def one_line_error(capsys, argv, *fragments):
 
 @pytest.fixture(scope="module")
 def mp4(tmp_path_factory):
-    clip = make_clip(11, num_frames=4, height=144, width=144, num_events=1)
+    clip = make_clip(11, num_frames=4, height=112, width=112, num_events=1)
     return write_mp4(clip.frames, tmp_path_factory.mktemp("video") / "clip.mp4")
 
 
 def needs_testbed():
-    require_gguf()
-    if not COMMITTED_WEIGHTS.is_file():  # built by `sparrow testbed build` (issue 3), committed once evaluated
+    require_language()
+    if not COMMITTED_WEIGHTS.is_file():  # built by `sparrow testbed build`, committed once evaluated
         pytest.skip("the committed testbed weights are not built yet")
 
 
@@ -139,35 +139,22 @@ def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
     one_line_error(capsys, ["bench", "--model", "tiny:qwen2_vl", "--draft", "nonsense"], "NAME=FOLDER")
 
 
-def test_the_demo_warns_about_interim_weights(tmp_path):
-    """Weights from an unfinished build say so, with their measured accuracy; finished ones say nothing."""
-    from sparrow_sd.demo import interim_notice
-    from sparrow_sd.testbed.build import manifest_path
-
-    weights = tmp_path / "vision.safetensors"
-    manifest_path(weights).write_text(json.dumps({"interim": True, "checkpoint": {
-        "stage": "language", "step": 200, "of_steps": 800}, "evaluation": {"short": {"accuracy": 0.3456}}}))
-    notice = interim_notice(weights)
-    assert "INTERIM" in notice and "step 200 of 800" in notice and "35%" in notice
-    manifest_path(weights).write_text(json.dumps({"evaluation": {"short": {"accuracy": 0.9}}}))
-    assert interim_notice(weights) is None
-
-
 def test_testbed_demo_streams_and_reports_a_measured_comparison(tmp_path, capsys):
     """The demo's path on the real testbed (untrained weights and a random draft stand in for the committed ones)."""
-    require_gguf()
+    require_language()
     from sparrow_sd.draft import save_draft
-    from sparrow_sd.testbed import load_testbed
-    from sparrow_sd.testbed.vision_io import save_vision_weights
+    from sparrow_sd.testbed import TestbedConfig, load_testbed
+    from sparrow_sd.testbed.lora import LoRA
+    from sparrow_sd.testbed.weights_io import save_lora
     from sparrow_sd.testing.drafts import tiny_draft
 
-    model, _ = load_testbed(vision_weights=None)
-    weights = save_vision_weights(model, tmp_path / "vision.safetensors")
+    model, _ = load_testbed(weights=None)
+    weights = save_lora(tmp_path / "lora.safetensors", LoRA(model, rank=2, first_layer=23).state(), TestbedConfig())
     draft = save_draft(tiny_draft(model, "none"), tmp_path / "draft")
-    assert main(["demo", "--weights", str(weights), "--draft", str(draft), "--frames", "4",
-                 "--max-new-tokens", "12"]) == 0
+    assert main(["demo", "--weights", str(weights), "--draft", str(draft), "--frames", "2",
+                 "--max-new-tokens", "8"]) == 0
     out = capsys.readouterr().out
-    assert "4-frame SynthVideo mp4" in out and "tau " in out and "decode speedup" in out
+    assert "2-frame SynthVideo mp4" in out and "tau " in out and "decode speedup" in out
     assert "output identical" in out and "OUTPUT DIFFERS" not in out
 
 

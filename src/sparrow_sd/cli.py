@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from .errors import SparrowError
 
@@ -24,93 +25,100 @@ def _demo(args: argparse.Namespace) -> int:
     if args.tiny or missing:
         return run_demo(arch=args.arch, frames=args.frames or 64, max_new_tokens=args.max_new_tokens or 64,
                         seed=args.seed)
-    return run_testbed_demo(frames=args.frames or 48, max_new_tokens=args.max_new_tokens or 160, seed=args.seed,
-                            threads=args.threads, draft=args.draft, vision_weights=args.weights)
+    return run_testbed_demo(frames=args.frames or 16, max_new_tokens=args.max_new_tokens or 200, seed=args.seed,
+                            threads=args.threads, draft=args.draft, weights=args.weights)
 
 
 def _testbed_eval_config(args: argparse.Namespace):
     from .testbed.evaluate import EvalConfig
 
-    return EvalConfig(short_clips=args.short_clips, long_clips=args.long_clips, control_clips=args.control_clips,
-                      description_clips=args.description_clips)
+    return EvalConfig(lengths=tuple(args.lengths), clips=tuple(args.clips), max_new_tokens=args.max_new_tokens)
 
 
 def _testbed_build(args: argparse.Namespace) -> int:
-    from .testbed.build import train_testbed
+    from .testbed.build import build_testbed
     from .testbed.training import TrainConfig
 
-    cfg = TrainConfig(seed=args.seed, steps=args.steps, grounding_steps=args.grounding_steps, threads=args.threads,
-                      answer_weighting=args.answer_weighting, lora_rank=args.lora_rank, lora_mlp=args.lora_mlp,
-                      align_weight=args.align_weight, inventory_prob=args.inventory_prob,
-                      turn_order=args.turn_order, description_prob=args.description_prob,
-                      long_frames=tuple(args.long_frames), long_every=args.long_every)
+    torch_threads(args.threads)
+    cfg = TrainConfig(seed=args.seed, steps=args.steps, rank=args.lora_rank, lr=args.lr)
     command = "sparrow " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
-    train_testbed(args.out, cfg, work=args.work, gguf=args.gguf, device=args.device, command=command)
+    if not build_testbed(args.out, cfg, work=args.work, language=args.language, command=command):
+        print("build stopped; rerun the same command to resume from its checkpoint", file=sys.stderr)
+        return 130
     if args.no_eval:
         return 0
     return _run_eval(args.out, args, update_manifest=True)
 
 
-def _testbed_snapshot(args: argparse.Namespace) -> int:
-    from .testbed.build import snapshot_weights
-
-    manifest = snapshot_weights(args.work, args.out, gguf=args.gguf)
-    point = manifest["checkpoint"]
-    print(f"wrote {args.out}: INTERIM testbed weights, {point['stage']} stage step {point['step']} "
-          f"of {point['of_steps']} (use as --model testbed:{args.out})")
-    return 0
-
-
 def _testbed_eval(args: argparse.Namespace) -> int:
+    torch_threads(args.threads)
     return _run_eval(args.weights, args, update_manifest=args.update_manifest)
 
 
-def _run_eval(weights, args: argparse.Namespace, update_manifest: bool) -> int:
-    import json
-
+def torch_threads(count: int) -> None:
     import torch
 
-    from .testbed import load_testbed
-    from .testbed.build import manifest_path, write_manifest
-    from .testbed.evaluate import evaluate_testbed
+    torch.set_num_threads(count)
 
-    torch.set_num_threads(args.threads)
+
+def _run_eval(weights, args: argparse.Namespace, update_manifest: bool) -> int:
+    import dataclasses
+    import json
+    import platform
+    import time
+
     from .models import DTYPES
     from .precision import resolve_dtype_name
+    from .testbed import load_testbed
+    from .testbed.build import write_manifest
+    from .testbed.evaluate import bar_checks, evaluate_testbed, format_table
+    from .testbed.loader import COMMITTED, COMMITTED_WEIGHTS
 
     dtype_name = resolve_dtype_name(args.dtype, "cpu")
-    model, processor = load_testbed(weights, gguf=args.gguf, dtype=DTYPES[dtype_name])
-    result = evaluate_testbed(model, processor, _testbed_eval_config(args))
-    result["dtype"] = dtype_name
-    print(json.dumps(result, indent=2))
-    if getattr(args, "json", None):
+    model, processor = load_testbed(weights, language=args.language, dtype=DTYPES[dtype_name])
+    log = (lambda line: print(line, file=sys.stderr)) if args.verbose else (lambda line: None)
+    reports = evaluate_testbed(model, processor, _testbed_eval_config(args), log=log)
+    met = all(check[3] for report in reports for check in bar_checks(report))
+    result = {
+        "weights": str(COMMITTED_WEIGHTS if weights == COMMITTED else weights),
+        "dtype": dtype_name,
+        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
+        "date": time.strftime("%Y-%m-%d"),
+        "all_bars_met": met,
+        "lengths": [dataclasses.asdict(r) for r in reports],
+    }
+    if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)
+    print(format_table(reports))
+    print(f"all bars met: {'yes' if met else 'no'}")
     if update_manifest:
-        from .testbed.loader import COMMITTED, COMMITTED_WEIGHTS
-
-        path = manifest_path(COMMITTED_WEIGHTS if weights == COMMITTED else weights)
-        manifest = json.loads(path.read_text()) if path.is_file() else {}
-        manifest["evaluation"] = result
-        write_manifest(path.with_name(path.name.replace(".manifest.json", ".safetensors")), manifest)
+        write_manifest(Path(result["weights"]),
+                       evaluation={k: v for k, v in result.items() if k != "lengths"}
+                       | {"lengths": [{k: v for k, v in r.items() if k != "samples"} for r in result["lengths"]]})
     return 0
 
 
 def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--short-clips", type=int, default=30, help="held-out clips at ~1k visual tokens (6 frames)")
-    parser.add_argument("--long-clips", type=int, default=6,
-                        help="held-out clips at ~25k visual tokens (154 frames; about 2 CPU minutes each)")
-    parser.add_argument("--control-clips", type=int, default=30, help="clips for the blank and other-clip controls")
-    parser.add_argument("--description-clips", type=int, default=10, help="short clips whose description is measured")
+    from .testbed.evaluate import EvalConfig
+
+    default = EvalConfig()
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(default.lengths),
+                        help="visual-token lengths to evaluate at (196 tokens per frame)")
+    parser.add_argument("--clips", type=int, nargs="+", default=list(default.clips),
+                        help="held-out clips per length (one number for all, or one per length; at least 2)")
+    parser.add_argument("--max-new-tokens", type=int, default=default.max_new_tokens)
     parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                         help="evaluation dtype; auto: bf16 where the CPU has bf16 units (AMX, AVX512-BF16), else fp32")
+    parser.add_argument("--json", default=None, help="also write the full report (every description) to this file")
+    parser.add_argument("--verbose", action="store_true", help="print every description as it is written")
 
 
 def _load_target(args: argparse.Namespace):
     """The target model and a ``make_inputs(question, frames)`` for it, from the target flags."""
     from .models import load_target
 
-    loaded = load_target(args.model, dtype=args.dtype, device=args.device, gguf=args.gguf)
+    loaded = load_target(args.model, dtype=args.dtype, device=args.device, language=args.language)
     return loaded.model, loaded.make_inputs
 
 
@@ -222,7 +230,7 @@ def _drafts_tau(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     run_acceptance(args.model, parse_drafts(args.draft), args.visual_tokens, args.clips,
                    TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_tokens),
-                   args.max_new_tokens, args.out, dtype=args.dtype, device=args.device, gguf=args.gguf)
+                   args.max_new_tokens, args.out, dtype=args.dtype, device=args.device, language=args.language)
     return 0
 
 
@@ -261,7 +269,7 @@ def _generate(args: argparse.Namespace) -> int:
         fps=args.fps, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
         seed=args.seed, dtype=args.dtype, device=args.device,
         tree=TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_tokens),
-        compare=args.compare, json=args.json, gguf=args.gguf))
+        compare=args.compare, json=args.json, language=args.language))
     return 0
 
 
@@ -280,7 +288,7 @@ def _bench(args: argparse.Namespace) -> int:
                            tree=TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_tokens),
                            prompt_lookup=not args.no_prompt_lookup, tune_tree=args.tune_tree, out=args.out,
                            dtype=args.dtype,
-                           device=args.device, gguf=args.gguf))
+                           device=args.device, language=args.language))
     return 0
 
 
@@ -305,20 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--arch", default="qwen2_5_vl", choices=["qwen2_vl", "qwen2_5_vl", "llava_onevision"],
                       help="--tiny: the model family")
     demo.add_argument("--frames", type=int, default=None,
-                      help="video frames (default 48, ~7.8k visual tokens; --tiny: 64)")
-    demo.add_argument("--max-new-tokens", type=int, default=None, help="default 160 (--tiny: 64)")
+                      help="video frames (default 16, 3,137 visual tokens; --tiny: 64)")
+    demo.add_argument("--max-new-tokens", type=int, default=None, help="default 200 (--tiny: 64)")
     demo.add_argument("--draft", default=None, help="draft folder (default: the committed Sparrow draft)")
-    demo.add_argument("--weights", default=None, help="testbed weights file (default: the committed ones)")
+    demo.add_argument("--weights", default=None, help="testbed LoRA file (default: the committed one)")
     demo.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
 
-    testbed = sub.add_parser("testbed", help="build or evaluate the testbed target (SmolLM2 inside Qwen2-VL)",
+    testbed = sub.add_parser("testbed", help="build or evaluate the testbed target (Qwen2.5-Coder-0.5B inside "
+                             "LLaVA-OneVision, with a scene reader)",
                              description="The testbed Video LLM that drafts are trained and benchmarked on.")
     testbed_sub = testbed.add_subparsers(dest="testbed_command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--gguf", default=None, help="SmolLM2 GGUF file or folder (default: $SPARROW_SMOLLM2_GGUF, "
-                                                     "then assets/cache from `make assets`)")
+    common.add_argument("--language", default=None,
+                        help="the converted Qwen2.5-Coder folder (default: $SPARROW_QWEN_DIR, then assets/cache "
+                             "from `make assets`)")
     common.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     target_flags = argparse.ArgumentParser(add_help=False)
     target_flags.add_argument("--model", default="testbed",
@@ -330,55 +340,35 @@ def build_parser() -> argparse.ArgumentParser:
     tree_flags.add_argument("--tree-depth", type=int, default=5, help="draft tree depth")
     tree_flags.add_argument("--tree-top-k", type=int, default=4, help="children expanded per node")
     tree_flags.add_argument("--tree-tokens", type=int, default=16, help="tree nodes verified per step")
+    from .testbed.training import TrainConfig
+
+    recipe = TrainConfig()
     build = testbed_sub.add_parser(
         "build", parents=[common],
-        help="train the vision tower and LoRA from scratch (fixed seed), then evaluate",
-        description="Reproduces the committed testbed weights: grounding stage, then the LLaVA stage with the "
-                    "language model frozen plus a rank-8 LoRA, on SynthVideo clips generated on the fly. About "
-                    "an hour and a half on a 2-core CPU; the log goes to WORK/train.log.",
+        help="train the description LoRA from a fixed seed, then evaluate",
+        description="Reproduces the committed testbed weights: a LoRA on the upper layers of the language model "
+                    "trained to describe SynthVideo clips (5-40 frames, 1k-8k visual tokens) read through the scene "
+                    "reader. Resumable: the checkpoint and log live in --work (default assets/testbed-build/, "
+                    "meant to be committed while a build spans sessions); Ctrl-C saves and stops.",
     )
-    build.add_argument("--out", default="runs/testbed/testbed_vision.safetensors", help="weights file to write "
-                       "(a .manifest.json is written beside it)")
-    build.add_argument("--work", default=None, help="folder for the log and checkpoints (default: beside --out)")
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--device", default="cpu", help="where training runs: cpu, cuda, ... (evaluation runs on CPU)")
-    build.add_argument("--steps", type=int, default=800, help="language-stage steps (one clip each)")
-    build.add_argument("--grounding-steps", type=int, default=600, help="grounding-stage steps")
-    build.add_argument("--answer-weighting", choices=["token", "turn"], default="turn",
-                       help="loss per answer token, or per answer (short answers weigh as much as descriptions)")
-    build.add_argument("--lora-rank", type=int, default=8, help="rank of the language model's LoRA")
-    build.add_argument("--lora-mlp", action="store_true", help="also adapt the MLP projections, not only attention")
-    build.add_argument("--align-weight", type=float, default=1.0,
-                       help="weight of the loss pulling visual tokens towards the word embeddings of what they show")
-    build.add_argument("--inventory-prob", type=float, default=1.0,
-                       help="chance a training conversation ends with the frame-by-frame object inventory")
-    build.add_argument("--turn-order", choices=["qa_first", "shuffled", "description_first"], default="qa_first",
-                       help="qa_first: questions before the description and inventory (no answers leaked in text); "
-                            "description_first: the description opens the chat, as a single describe prompt does")
-    build.add_argument("--description-prob", type=float, default=0.5,
-                       help="chance a training conversation includes the detailed description")
-    build.add_argument("--long-frames", type=int, nargs="+", default=[16, 24, 32],
-                       help="frame counts of the occasional long training clip")
-    build.add_argument("--long-every", type=int, default=25, help="one language step in this many uses a long clip")
+    build.add_argument("--out", default="runs/testbed/testbed_lora.safetensors",
+                       help="LoRA file to write (a .json manifest is written beside it)")
+    build.add_argument("--work", default=None, help="folder for the log and the resumable checkpoint")
+    build.add_argument("--seed", type=int, default=recipe.seed)
+    build.add_argument("--steps", type=int, default=recipe.steps, help="training steps (one clip each)")
+    build.add_argument("--lora-rank", type=int, default=recipe.rank, help="rank of the language model's LoRA")
+    build.add_argument("--lr", type=float, default=recipe.lr, help="peak learning rate")
     build.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     _add_eval_flags(build)
     build.set_defaults(func=_testbed_build)
-    snapshot = testbed_sub.add_parser(
-        "snapshot", parents=[common],
-        help="weights from an unfinished build's checkpoint, marked interim in their manifest",
-        description="Writes the vision tower and LoRA of WORK/resume.pt as a weights file, so the engine can be "
-                    "measured on a partly trained testbed; the manifest records the stage and step.")
-    snapshot.add_argument("--work", required=True, help="the build's work folder (holds resume.pt)")
-    snapshot.add_argument("--out", required=True, help="weights file to write")
-    snapshot.set_defaults(func=_testbed_snapshot)
 
     evaluate = testbed_sub.add_parser(
         "eval", parents=[common],
-        help="QA accuracy at ~1k and ~25k visual tokens, controls, description lengths",
-        description="Evaluates testbed weights on held-out SynthVideo clips and prints a JSON report.",
+        help="description length, repetition, grounding and event recall at 1k-25k visual tokens",
+        description="Evaluates testbed weights on held-out SynthVideo clips at each length and prints a table "
+                    "with the testbed's bars (--json for every description).",
     )
-    evaluate.add_argument("--weights", default="committed", help="weights file, or 'committed' (the shipped ones)")
-    evaluate.add_argument("--json", default=None, help="also write the report to this file")
+    evaluate.add_argument("--weights", default="committed", help="LoRA file, or 'committed' (the shipped one)")
     evaluate.add_argument("--update-manifest", action="store_true", help="store the report in the weights' manifest")
     _add_eval_flags(evaluate)
     evaluate.set_defaults(func=_testbed_eval)

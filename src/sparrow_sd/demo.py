@@ -27,7 +27,7 @@ from rich.table import Table
 
 from .errors import AssetError
 from .generate import GenerationResult, SpeculativeGenerator
-from .synth import make_clip, write_mp4
+from .synth import bounded_num_events, make_clip, write_mp4
 from .proposers import SparrowProposer, TreeConfig
 from .testing import build_tiny_model, make_video_inputs
 from .testing.drafts import tiny_draft
@@ -37,7 +37,7 @@ COMMITTED_DRAFTS = Path(__file__).parent / "testbed" / "drafts"
 
 
 DEMO_CLIP_SEED = 400_000  # held out: testbed training uses 1,000,000+, draft data 2,000,000+
-DEMO_PROMPT = "Describe the video in detail."
+DEMO_PROMPT = "Describe this video in detail."  # the testbed's describe prompt
 
 
 def committed_draft(name: str = "sparrow") -> Path:
@@ -62,44 +62,23 @@ def missing_demo_assets() -> str | None:
     return None
 
 
-def interim_notice(weights: str | Path | None = None) -> str | None:
-    """A warning line when the testbed weights in use are an unfinished build's (manifest
-    ``"interim": true``), with their measured accuracy; None for finished weights."""
-    import json
-
-    from .testbed.build import manifest_path
-    from .testbed.loader import COMMITTED_WEIGHTS
-
-    path = manifest_path(weights or COMMITTED_WEIGHTS)
-    manifest = json.loads(path.read_text()) if path.is_file() else {}
-    if not manifest.get("interim"):
-        return None
-    point = manifest.get("checkpoint", {})
-    short = manifest.get("evaluation", {}).get("short", {})
-    accuracy = f"; held-out QA accuracy {short['accuracy']:.0%} at ~1k visual tokens" if "accuracy" in short else ""
-    return (f"INTERIM testbed weights ({point.get('stage', '?')} stage, step {point.get('step', '?')} of "
-            f"{point.get('of_steps', '?')}{accuracy}): the target's answers follow its training prior more than "
-            "the video. Decoding speed and losslessness below are measured for real on this model.")
-
-
 def run_testbed_demo(frames: int = 48, max_new_tokens: int = 160, seed: int = 0, threads: int = 2,
-                     draft: str | Path | None = None, vision_weights: str | Path | None = None) -> int:
+                     draft: str | Path | None = None, weights: str | Path | None = None) -> int:
     """Describe a held-out SynthVideo mp4 with the testbed and the Sparrow draft; 0 if the outputs matched."""
     from .commands.generate import GenerateOptions, run_generate
 
     console = Console()
     torch.set_num_threads(threads)
     draft = Path(draft) if draft else committed_draft("sparrow")
-    model = f"testbed:{vision_weights}" if vision_weights else "testbed"
+    model = f"testbed:{weights}" if weights else "testbed"
     with tempfile.TemporaryDirectory() as tmp:
-        clip = make_clip(DEMO_CLIP_SEED + seed, num_frames=frames, height=144, width=144)
+        clip = make_clip(DEMO_CLIP_SEED + seed, num_frames=frames, height=112, width=112,
+                         num_events=bounded_num_events(frames))
         video = write_mp4(clip.frames, Path(tmp) / "demo.mp4")
-        console.print(f"[bold]sparrow demo[/bold]: testbed Video LLM (SmolLM2-135M inside Qwen2-VL), Sparrow draft "
+        console.print(f"[bold]sparrow demo[/bold]: testbed Video LLM (Qwen2.5-Coder-0.5B inside LLaVA-OneVision, "
+                      f"scene reader), Sparrow draft "
                       f"{draft}, a {frames}-frame SynthVideo mp4 ({video.stat().st_size / 1e3:.0f} kB); "
                       f"prompt: {DEMO_PROMPT!r}\n", soft_wrap=True)
-        notice = interim_notice(vision_weights)
-        if notice:
-            console.print(f"[yellow]{notice}[/yellow]\n", soft_wrap=True)
         report = run_generate(GenerateOptions(model=model, video=str(video), prompt=DEMO_PROMPT, draft=str(draft),
                                               num_frames=frames, max_new_tokens=max_new_tokens, compare=True,
                                               seed=seed))

@@ -31,7 +31,7 @@ class LoadedTarget:
     decode: Callable[[list[int]], str]
 
 
-def load_target(name: str, dtype: str = "fp32", device: str = "cpu", gguf: str | None = None) -> LoadedTarget:
+def load_target(name: str, dtype: str = "fp32", device: str = "cpu", language: str | None = None) -> LoadedTarget:
     """The target for ``'testbed'`` (committed weights), ``'testbed:<weights file>'`` (e.g. a fresh
     ``sparrow testbed build`` output), a local Hugging Face model folder, or
     ``'tiny:<arch>'``: a tiny random model for smoke tests (it ignores the question text and
@@ -43,7 +43,7 @@ def load_target(name: str, dtype: str = "fp32", device: str = "cpu", gguf: str |
         from .testbed import load_testbed
 
         weights = name.split(":", 1)[1] if ":" in name else "committed"
-        model, processor = load_testbed(weights, gguf=gguf, dtype=torch_dtype)
+        model, processor = load_testbed(weights, language=language, dtype=torch_dtype)
         model.to(device)
         return LoadedTarget(model, lambda question, frames: processor(question, frames, dtype=torch_dtype).to(device),
                             processor.decode)

@@ -22,13 +22,13 @@ from ..draft import load_draft
 from ..errors import InvalidInputError
 from ..models import load_target
 from ..proposers import TreeConfig
-from ..synth import make_clip
+from ..synth import bounded_num_events, make_clip
 from ..targets import wrap_target
 
 BENCH_SEED_BASE = 300_000
 TUNING_CLIP = 1_000  # clip index of the tree-tuning input: far past any --clips count
 TUNING_TOKENS = 64  # new tokens each candidate tree decodes while tuning
-DESCRIBE = "Describe the video in detail."
+DESCRIBE = "Describe this video in detail."
 QUICK = SweepConfig(visual_tokens=(1000, 3000), clips=1, max_new_tokens=64, temperatures=(0.0,))
 
 
@@ -43,16 +43,25 @@ class BenchOptions:
     out: str = "runs/bench"
     dtype: str = "fp32"
     device: str = "cpu"
-    gguf: str | None = None
-    frame_size: tuple[int, int] = (144, 144)
+    language: str | None = None
+    frame_size: tuple[int, int] = (112, 112)
 
 
 def frames_for(model, make_inputs, tokens: int, frame_size) -> int:
-    """The even frame count whose video comes closest to ``tokens`` visual tokens (measured)."""
-    blank = torch.zeros(2, *frame_size, 3, dtype=torch.uint8).numpy()
+    """The frame count whose video comes closest to ``tokens`` visual tokens, from measured counts.
+
+    One and two frames are counted with the model's own processor: equal counts
+    mean frames go in pairs (Qwen-VL's temporal patch), otherwise the
+    difference is the per-frame count and the rest is fixed (LLaVA-OneVision's
+    closing newline).
+    """
     target = wrap_target(model)
-    per_pair = target.expected_video_tokens(make_inputs("x", blank))
-    return max(2, 2 * round(tokens / per_pair))
+    count = [target.expected_video_tokens(make_inputs("x", torch.zeros(n, *frame_size, 3, dtype=torch.uint8).numpy()))
+             for n in (1, 2)]
+    if count[0] == count[1]:
+        return max(2, 2 * round(tokens / count[1]))
+    per_frame = count[1] - count[0]
+    return max(1, round((tokens - (count[0] - per_frame)) / per_frame))
 
 
 def load_drafts(folders: dict[str, str], target, device: str) -> dict:
@@ -64,14 +73,15 @@ def load_drafts(folders: dict[str, str], target, device: str) -> dict:
     return drafts
 
 
-def sample_maker(loaded, frame_size=(144, 144)):
+def sample_maker(loaded, frame_size=(112, 112)):
     """``make_sample(visual_tokens, clip) -> (inputs, actual visual tokens)``: the held-out benchmark clips
     (seeds from ``BENCH_SEED_BASE``) with the detailed-description prompt."""
     target = wrap_target(loaded.model)
 
     def make_sample(tokens: int, clip: int):
         frames = frames_for(loaded.model, loaded.make_inputs, tokens, frame_size)
-        video = make_clip(BENCH_SEED_BASE + clip, num_frames=frames, height=frame_size[0], width=frame_size[1]).frames
+        video = make_clip(BENCH_SEED_BASE + clip, num_frames=frames, height=frame_size[0], width=frame_size[1],
+                          num_events=bounded_num_events(frames)).frames
         inputs = loaded.make_inputs(DESCRIBE, video)
         return inputs, target.expected_video_tokens(inputs)
 
@@ -79,7 +89,7 @@ def sample_maker(loaded, frame_size=(144, 144)):
 
 
 def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
-    loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, gguf=opts.gguf)
+    loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, language=opts.language)
     target = wrap_target(loaded.model)
     methods = [Autoregressive(loaded.model)]
     if opts.prompt_lookup:
@@ -148,7 +158,7 @@ def parse_drafts(items: list[str]) -> dict[str, str]:
 
 
 def run_acceptance(model: str, drafts: dict[str, str], lengths, clips: int, tree: TreeConfig, max_new_tokens: int,
-                   out: str | None, dtype: str = "fp32", device: str = "cpu", gguf: str | None = None,
+                   out: str | None, dtype: str = "fp32", device: str = "cpu", language: str | None = None,
                    argv: list[str] | None = None) -> dict:
     """``sparrow drafts tau``: the acceptance table (see :mod:`sparrow_sd.bench.acceptance`)."""
     import json
@@ -156,7 +166,7 @@ def run_acceptance(model: str, drafts: dict[str, str], lengths, clips: int, tree
 
     from ..bench.acceptance import acceptance_markdown, acceptance_table, check_acceptance_lossless
 
-    loaded = load_target(model, dtype=dtype, device=device, gguf=gguf)
+    loaded = load_target(model, dtype=dtype, device=device, language=language)
     target = wrap_target(loaded.model)
     loaded_drafts = load_drafts(drafts, target, device)
     rows = acceptance_table(loaded.model, loaded_drafts, sample_maker(loaded), lengths, clips, tree, max_new_tokens)

@@ -45,7 +45,7 @@ class GenerateOptions:
     tree: TreeConfig = TreeConfig()
     compare: bool = False  # also decode without the draft: speedup and identity in the same run
     json: bool = False
-    gguf: str | None = None
+    language: str | None = None
 
 
 def positions_needed(model, inputs, max_new_tokens: int, tree_nodes: int) -> int:
@@ -80,7 +80,7 @@ def run_generate(opts: GenerateOptions, out=None) -> dict:
     JSON with ``opts.json``)."""
     out = out if out is not None else sys.stdout
     video = read_video(opts.video, num_frames=opts.num_frames, fps=opts.fps)
-    loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, gguf=opts.gguf)
+    loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, language=opts.language)
     proposer = None
     if opts.draft:
         draft = load_draft(opts.draft, device=opts.device, dtype=loaded.model.dtype)

@@ -10,7 +10,7 @@ exactly and every clip can be regenerated from its seed.
 
 from .clip import Clip, make_clip
 from .describe import describe_scene
-from .planner import default_num_events, make_scene
+from .planner import MAX_DESCRIBED_EVENTS, bounded_num_events, default_num_events, make_scene
 from .qa import QA, QA_KINDS, make_qa
 from .render import render_frames
 from .scene import Event, ObjectSpec, Scene
@@ -30,6 +30,7 @@ from .vocab import BACKGROUND, COLOURS, DIRECTIONS, EVENT_KINDS, PALETTE, SHAPES
 __all__ = [
     "BACKGROUND", "COLOURS", "DIRECTIONS", "EVENT_KINDS", "PALETTE", "SHAPES", "SIZES",
     "Clip", "make_clip", "Scene", "ObjectSpec", "Event", "make_scene", "default_num_events",
+    "bounded_num_events", "MAX_DESCRIBED_EVENTS",
     "render_frames", "describe_scene", "QA", "QA_KINDS", "make_qa",
     "write_mp4", "read_video", "DecodedVideo", "VideoDecodeError", "VideoNotFoundError",
     "EmptyVideoFileError", "CorruptVideoError", "NoVideoStreamError", "NoFramesError",

@@ -72,18 +72,16 @@ class Clip:
 
 def make_clip(seed: int, num_frames: int = 32, height: int = 112, width: int = 112,
               num_events: int | None = None, *, max_visible: int = 5, max_objects: int = 6,
-              fps: float = 8.0, change_patch: int = 1) -> Clip:
+              fps: float = 8.0) -> Clip:
     """Plan, render, describe and question one clip; fully determined by seed.
 
     num_frames from 1 upward (4-8 for short clips, 128-160 for long ones);
     num_events defaults to about one per 16 frames (see
     planner.default_num_events) and is capped at num_frames - 1.  Keep height
-    and width even if the clip is to be written as H.264.  change_patch (e.g.
-    2, Qwen2-VL's temporal patch) puts instantaneous changes inside one
-    temporal patch (see planner.make_scene).
+    and width even if the clip is to be written as H.264.
     """
     scene = make_scene(seed, num_frames, num_events, aspect=width / height,
-                       max_visible=max_visible, max_objects=max_objects, change_patch=change_patch)
+                       max_visible=max_visible, max_objects=max_objects)
     frames = render_frames(scene, height, width)
     description = describe_scene(scene, scene_rng(seed, 1))
     qa = make_qa(scene, scene_rng(seed, 2))

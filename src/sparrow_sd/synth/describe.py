@@ -73,7 +73,7 @@ _CLOSINGS = (
     "By the last frame, {n} {objs} {be} left: {list}.",
     "In the final frame there {be} {n} {objs}: {list}.",
 )
-_REGIONS = (
+REGION_PHRASES = (
     ("in the top left corner", "at the top", "in the top right corner"),
     ("on the left", "in the centre", "on the right"),
     ("in the bottom left corner", "at the bottom", "in the bottom right corner"),
@@ -89,7 +89,7 @@ def region(scene: Scene, obj_id: int, t: int) -> str:
     """Coarse place of an object on a 3x3 grid, as a prepositional phrase."""
     w, h = scene.world_size
     x, y = scene.centre[t, obj_id]
-    return _REGIONS[min(2, int(3 * y / h))][min(2, int(3 * x / w))]
+    return REGION_PHRASES[min(2, int(3 * y / h))][min(2, int(3 * x / w))]
 
 
 def _cap(s: str) -> str:

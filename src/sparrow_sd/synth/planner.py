@@ -31,6 +31,16 @@ def default_num_events(num_frames: int) -> int:
     return min(num_frames - 1, max(1, min(num_frames // 2, 2 + num_frames // 20)))
 
 
+MAX_DESCRIBED_EVENTS = 8  # keeps a long clip's description within about 60-300 tokens
+
+
+def bounded_num_events(num_frames: int, max_events: int = MAX_DESCRIBED_EVENTS) -> int:
+    """:func:`default_num_events`, capped at ``max_events``: long clips stay describable in a few sentences."""
+    if num_frames < 2:
+        return 0
+    return max(1, min(default_num_events(num_frames), max_events))
+
+
 def scene_rng(seed: int, stream: int) -> np.random.Generator:
     """Independent generator per purpose (scene, wording, questions).
 
@@ -51,9 +61,8 @@ class _Planner:
     """Mutable simulation state while a scene is being planned."""
 
     def __init__(self, rng: np.random.Generator, num_frames: int, aspect: float,
-                 max_visible: int, max_objects: int, change_patch: int = 1):
+                 max_visible: int, max_objects: int):
         self.rng = rng
-        self.change_patch = change_patch
         self.T = num_frames
         self.W, self.H = world_size(aspect)
         self.max_visible = max_visible
@@ -120,18 +129,8 @@ class _Planner:
         return True
 
     def instant_frame(self, lo: int, hi: int) -> int:
-        """The first frame showing an instantaneous change, drawn from segment [lo, hi].
-
-        With ``change_patch`` k > 1 the frame is one that does not start a k-frame
-        temporal patch (when the segment has one), so the frame before it, which
-        still shows the old state, lies in the same patch: a video encoder that
-        sees one temporal patch at a time can see the change itself.
-        """
-        k = self.change_patch
-        if k == 1:
-            return int(self.rng.integers(lo, hi + 1))
-        inside = [f for f in range(lo, hi + 1) if f % k != 0] or list(range(lo, hi + 1))
-        return inside[int(self.rng.integers(len(inside)))]
+        """The first frame showing an instantaneous change, drawn from segment [lo, hi]."""
+        return int(self.rng.integers(lo, hi + 1))
 
     def timing(self, lo: int, hi: int) -> tuple[int, int]:
         """(start, duration) of a gradual event inside segment [lo, hi]."""
@@ -258,19 +257,13 @@ class _Planner:
 
 
 def make_scene(seed: int, num_frames: int, num_events: int | None = None, *,
-               aspect: float = 1.0, max_visible: int = 5, max_objects: int = 6,
-               change_patch: int = 1) -> Scene:
+               aspect: float = 1.0, max_visible: int = 5, max_objects: int = 6) -> Scene:
     """Plan the world of one clip; the seed fully determines the result.
 
     num_events defaults to default_num_events(num_frames) and must be at most
     num_frames - 1 (every event needs a frame before it).  aspect is
-    width / height of the frames it will be rendered at.  change_patch k > 1
-    puts every instantaneous change (appear, disappear, colour change) inside a
-    k-frame temporal patch where the segment allows (see _Planner.instant_frame);
-    1 keeps the original timing.
+    width / height of the frames it will be rendered at.
     """
-    if change_patch < 1:
-        raise ValueError(f"change_patch must be >= 1, got {change_patch}")
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if num_events is None:
@@ -280,7 +273,7 @@ def make_scene(seed: int, num_frames: int, num_events: int | None = None, *,
     if not 1 <= max_visible <= max_objects <= min(len(COLOURS) - 2, len(SHAPES) * len(SIZES)):
         raise ValueError("need 1 <= max_visible <= max_objects <= 6")
     rng = scene_rng(seed, 0)
-    plan = _Planner(rng, num_frames, aspect, max_visible, max_objects, change_patch)
+    plan = _Planner(rng, num_frames, aspect, max_visible, max_objects)
     n0 = int(rng.integers(1, min(3, max_visible) + 1))
     for _ in range(n0):
         proposal = plan.propose_object(spot_tries=200)

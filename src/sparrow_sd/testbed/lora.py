@@ -1,16 +1,18 @@
 """A small LoRA on the testbed's language model, attached with forward hooks.
 
-The testbed recipe is LLaVA stage 1 (language model frozen) plus, as the
-testbed issue allows, a low-rank update of the attention projections: a
-135M-parameter language model does not learn to count and order events over
-a long video from soft prompts alone. The update is attached with forward
-hooks on the unmodified Hugging Face ``nn.Linear`` modules while training and
-merged into their weights afterwards (``merge``), so the trained testbed is a
-plain ``Qwen2VLForConditionalGeneration`` again: no extra modules, no forked
+The testbed recipe is LLaVA's stage 2, instruction tuning, as a low-rank
+update of the language model. The update is attached with forward hooks on the
+unmodified Hugging Face ``nn.Linear`` modules while training and merged into
+their weights afterwards (``merge``), so the trained testbed is a plain
+``LlavaOnevisionForConditionalGeneration`` again: no extra modules, no forked
 modeling code, nothing the engine has to know about.
 
+``first_layer`` restricts the update to the upper decoder layers: the layers
+below then need no backward pass and keep no activations, which roughly halves
+a training step on long videos.
+
 Saved tensors are named ``lora.<module path>.a`` / ``.b`` (rank x in, out x
-rank) with the scale folded into ``b``; :mod:`.vision_io` merges them at load.
+rank) with the scale folded into ``b``; :mod:`.weights_io` merges them at load.
 """
 
 from __future__ import annotations
@@ -23,13 +25,30 @@ DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
 
 
-def target_modules(model, targets: tuple[str, ...] = DEFAULT_TARGETS) -> dict[str, nn.Linear]:
-    """The language model's linear layers a LoRA adapts, by full module path."""
-    return {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and ".language_model." in f".{name}." and name.rsplit(".", 1)[-1] in targets
-    }
+def _layer_index(name: str) -> int | None:
+    parts = name.split(".")
+    for before, after in zip(parts, parts[1:]):
+        if before == "layers" and after.isdigit():
+            return int(after)
+    return None
+
+
+def target_modules(model, targets: tuple[str, ...] | None = DEFAULT_TARGETS,
+                   first_layer: int = 0) -> dict[str, nn.Linear]:
+    """The language model's linear layers a LoRA adapts, by full module path.
+
+    ``targets`` None: every linear layer of the decoder layers (for loading).
+    """
+    found = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or ".language_model." not in f".{name}.":
+            continue
+        layer = _layer_index(name)
+        if layer is None or layer < first_layer:
+            continue
+        if targets is None or name.rsplit(".", 1)[-1] in targets:
+            found[name] = module
+    return found
 
 
 class LoRA(nn.Module):
@@ -41,10 +60,10 @@ class LoRA(nn.Module):
     """
 
     def __init__(self, model, rank: int = 8, alpha: float = 16.0,
-                 targets: tuple[str, ...] = DEFAULT_TARGETS, seed: int = 0):
+                 targets: tuple[str, ...] = DEFAULT_TARGETS, seed: int = 0, first_layer: int = 0):
         super().__init__()
         self.scale = alpha / rank
-        self.modules_by_name = target_modules(model, targets)
+        self.modules_by_name = target_modules(model, targets, first_layer)
         if not self.modules_by_name:
             raise ValueError(f"no linear layers named {targets} in the language model")
         gen = torch.Generator().manual_seed(seed)

@@ -1,25 +1,28 @@
 """A random-weight model with the testbed target's shapes, for timing without weights.
 
-Speed depends on shapes, not weights: SmolLM2-135M's text stack (30 layers,
-width 576, 9 heads, 3 KV heads) inside Qwen2-VL with the tiny vision tower,
-built in milliseconds and needing no asset. Benchmarks of cost curves use it.
+Speed depends on shapes, not weights: Qwen2.5-0.5B's text stack (24 layers,
+width 896, 14 heads, 2 KV heads, MLP 4864, vocabulary 151,936, tied head) inside
+LLaVA-OneVision with the scene reader's tiny unused tower, built from a config
+in seconds and needing no asset. Benchmarks of cost curves use it.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import Qwen2VLForConditionalGeneration
+from transformers import LlavaOnevisionForConditionalGeneration
 
-from .tiny_models import tiny_config
+from ..testbed.model import testbed_hf_config
+
+QWEN25_05B_TEXT = dict(
+    vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+    num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=True,
+    eos_token_id=151645, pad_token_id=151643, bos_token_id=151643,
+)
 
 
-def testbed_shaped_model(seed: int = 0) -> Qwen2VLForConditionalGeneration:
-    config = tiny_config("qwen2_vl", vocab_size=49156)
-    text = config.text_config
-    text.hidden_size, text.intermediate_size, text.num_hidden_layers = 576, 1536, 30
-    text.num_attention_heads, text.num_key_value_heads, text.head_dim = 9, 3, 64
-    text.layer_types = ["full_attention"] * 30
-    text.rope_parameters = {"rope_type": "default", "rope_theta": 100000.0, "mrope_section": [8, 12, 12]}
-    config.vision_config.hidden_size = 576
-    torch.manual_seed(seed)
-    return Qwen2VLForConditionalGeneration(config).eval()
+def testbed_shaped_model(seed: int = 0) -> LlavaOnevisionForConditionalGeneration:
+    """The testbed's class and shapes with random weights (no scene reader: feed ``inputs_embeds`` or text)."""
+    config = testbed_hf_config(QWEN25_05B_TEXT, 112, 4, image_token_id=151655, video_token_id=151656)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return LlavaOnevisionForConditionalGeneration(config).eval()

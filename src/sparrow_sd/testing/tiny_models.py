@@ -108,9 +108,9 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
 )
 
-# the patch layout is shared with the testbed processor, so it lives there
-from ..testbed.patches import qwen_grid as _qwen_grid
-from ..testbed.patches import qwen_patchify as _qwen_patchify
+# the Qwen-VL patch layout lives in one place (a wrong order scrambles silently)
+from .qwen_patches import qwen_grid as _qwen_grid
+from .qwen_patches import qwen_patchify as _qwen_patchify
 
 ARCHS = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
 QWEN_ARCHS = ("qwen2_vl", "qwen2_5_vl")

@@ -22,22 +22,23 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..synth import make_clip, read_video
+from ..synth import bounded_num_events, make_clip, read_video
 from .datagen import Sample
 
 DRAFT_DATA_SEED_BASE = 2_000_000  # testbed training uses 1,000,000+, its evaluation 100,000+
 
 
 def synth_samples(make_inputs: Callable, count: int, frames: Sequence[int] = (6, 8, 12, 16),
-                  frame_size: tuple[int, int] = (144, 144), describe_prob: float = 0.75,
-                  prompts: Sequence[str] = ("Describe the video in detail.",),
+                  frame_size: tuple[int, int] = (112, 112), describe_prob: float = 0.75,
+                  prompts: Sequence[str] = ("Describe this video in detail.",),
                   seed: int = 0) -> Iterator[Sample]:
     """``count`` SynthVideo prompts: mostly the description prompt, otherwise one of the clip's questions."""
     rng = np.random.default_rng(seed)
     for index in range(count):
         clip_seed = DRAFT_DATA_SEED_BASE + seed * 100_003 + index
         num_frames = int(rng.choice(frames))
-        clip = make_clip(clip_seed, num_frames=num_frames, height=frame_size[0], width=frame_size[1])
+        clip = make_clip(clip_seed, num_frames=num_frames, height=frame_size[0], width=frame_size[1],
+                         num_events=bounded_num_events(num_frames))
         if rng.random() < describe_prob or not clip.qa:
             question = prompts[int(rng.integers(len(prompts)))]
         else:

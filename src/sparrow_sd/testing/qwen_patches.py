@@ -1,4 +1,4 @@
-"""Qwen-VL video patch layout, shared by the testbed processor and the tiny test models.
+"""Qwen-VL video patch layout for the tiny Qwen2-VL / Qwen2.5-VL test models.
 
 Qwen2-VL's vision tower does not take frames: it takes a 2-D tensor of
 flattened space-time patches in one exact row order, plus the grid they came
@@ -6,8 +6,7 @@ from. Getting the order wrong does not raise anything (the shapes still fit),
 it silently scrambles the video, so the layout lives in exactly one place.
 
 ``geometry`` is anything with ``patch_size``, ``temporal_patch_size`` and
-``spatial_merge_size`` attributes: a Hugging Face ``Qwen2VLVisionConfig`` or a
-:class:`sparrow_sd.testbed.TestbedConfig`.
+``spatial_merge_size`` attributes, such as a Hugging Face ``Qwen2VLVisionConfig``.
 """
 
 from __future__ import annotations
