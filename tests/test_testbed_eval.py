@@ -60,7 +60,8 @@ def test_evaluation_runs_end_to_end_on_the_tiny_testbed():
     report = evaluate_length(model, processor, 100, 2, config, log=lines.append)
     assert report.frames == 4 and report.visual_tokens == 101 and report.clips == 2
     assert len(report.samples) == 2 and all(s["tokens"] <= 6 for s in report.samples)
-    assert report.median_tokens <= 6 and report.seconds >= 0
+    assert report.median_tokens <= 6 and report.seconds >= 0 and report.prefill_s > 0
+    assert report.decode_ms_per_token > 0
     assert any(line.startswith("  blank video:") for line in lines)
     table = format_table([report])
     assert "| median description tokens | 60-300 |" in table and "(missed)" in table  # 6 tokens < 60

@@ -70,17 +70,49 @@ class LengthReport:
     blank_names_object: bool
     event_recall: float
     seconds: float
+    prefill_s: float = float("nan")
+    decode_ms_per_token: float = float("nan")
     blank_text: str = ""
     samples: list[dict] = field(default_factory=list)
 
 
-def describe(model, processor: TestbedProcessor, frames, max_new_tokens: int) -> list[int]:
-    """The target's greedy description of ``frames`` (new tokens, end-of-turn dropped)."""
+class _Clock:
+    """A ``generate`` streamer that records when the prompt and each new token arrive."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def put(self, value) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+@dataclass
+class Description:
+    tokens: list[int]
+    prefill_s: float  # from the call to the first new token (the scene reader and the prompt's forward)
+    decode_ms_per_token: float | None  # between the first and the last new token
+
+
+def describe(model, processor: TestbedProcessor, frames, max_new_tokens: int) -> Description:
+    """The target's greedy description of ``frames`` (new tokens, end-of-turn dropped), timed."""
     inputs = processor(processor.config.describe_prompt, frames, dtype=model.dtype)
+    clock = _Clock()
+    began = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=clock)
     tokens = out[0, inputs["input_ids"].shape[1]:].tolist()
-    return [t for t in tokens if t not in (processor.eos_token_id, processor.pad_token_id)]
+    new = clock.times[1:]  # put() gets the prompt first, then each new token
+    decode = (new[-1] - new[0]) / (len(new) - 1) * 1000 if len(new) > 1 else None
+    kept = [t for t in tokens if t not in (processor.eos_token_id, processor.pad_token_id)]
+    return Description(kept, new[0] - began if new else float("nan"), decode)
+
+
+def _median(values: Sequence[float | None]) -> float:
+    kept = [v for v in values if v is not None]
+    return round(float(statistics.median(kept)), 1) if kept else float("nan")
 
 
 def _mean(values: Sequence[float | None]) -> float:
@@ -93,20 +125,21 @@ def evaluate_length(model, processor: TestbedProcessor, visual_tokens: int, clip
     frames = processor.config.frames_for_tokens(visual_tokens)
     size = processor.config.image_size
     began = time.perf_counter()
-    scenes, texts, samples, token_lists = [], [], [], []
+    scenes, texts, samples, token_lists, timings = [], [], [], [], []
     for i in tqdm(range(clips), desc=f"{processor.num_video_tokens(frames)} visual tokens", leave=False):
         seed = config.seed_base + i
         clip = make_clip(seed, num_frames=frames, height=size, width=size,
                          num_events=bounded_num_events(frames, config.max_events))
-        tokens = describe(model, processor, clip.frames, config.max_new_tokens)
-        text = processor.decode(tokens)
+        result = describe(model, processor, clip.frames, config.max_new_tokens)
+        tokens, text = result.tokens, processor.decode(result.tokens)
+        timings.append(result)
         scenes.append(clip.scene)
         texts.append(text)
         token_lists.append(tokens)
         samples.append({"seed": seed, "tokens": len(tokens), "text": text,
                         "event_recall": event_recall(text, clip.scene), "grounding": grounding(text, clip.scene)})
         log(f"  clip {seed}: {len(tokens)} tokens: {text}")
-    blank = processor.decode(describe(model, processor, blank_frames(frames, size, size), config.max_new_tokens))
+    blank = processor.decode(describe(model, processor, blank_frames(frames, size, size), config.max_new_tokens).tokens)
     log(f"  blank video: {blank}")
     other = [grounding(texts[(i + 1) % clips], scenes[i]) for i in range(clips)]
     return LengthReport(
@@ -121,6 +154,8 @@ def evaluate_length(model, processor: TestbedProcessor, visual_tokens: int, clip
         blank_names_object=names_any_object(blank),
         event_recall=_mean([s["event_recall"] for s in samples]),
         seconds=round(time.perf_counter() - began, 1),
+        prefill_s=round(statistics.median(t.prefill_s for t in timings), 2),
+        decode_ms_per_token=_median([t.decode_ms_per_token for t in timings]),
         blank_text=blank,
         samples=samples,
     )
@@ -160,5 +195,7 @@ def format_table(reports: Sequence[LengthReport]) -> str:
             shown = ("yes" if value else "no") if name.startswith("blank") else f"{value:.2f}"
             cells.append(shown + ("" if met else " (missed)"))
         lines.append(f"| {name} | {bar} | " + " | ".join(cells) + " |")
-    lines.append("| seconds | | " + " | ".join(f"{r.seconds:.0f}" for r in reports) + " |")
+    lines.append("| target prefill, s (median) | | " + " | ".join(f"{r.prefill_s:.1f}" for r in reports) + " |")
+    lines.append("| decode, ms per token (median) | | " + " | ".join(f"{r.decode_ms_per_token:.0f}" for r in reports) + " |")
+    lines.append("| seconds for the length | | " + " | ".join(f"{r.seconds:.0f}" for r in reports) + " |")
     return "\n".join(lines)
