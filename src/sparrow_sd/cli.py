@@ -259,6 +259,7 @@ def _generate(args: argparse.Namespace) -> int:
     run_generate(GenerateOptions(
         model=args.model, video=args.video, prompt=args.prompt, draft=args.draft, num_frames=args.num_frames,
         fps=args.fps, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+        top_k=args.top_k, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
         seed=args.seed, dtype=args.dtype, device=args.device,
         tree=TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_tokens),
         compare=args.compare, json=args.json, gguf=args.gguf))
@@ -500,8 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--num-frames", type=int, default=16, help="frames sampled evenly over the video")
     generate.add_argument("--fps", type=float, default=None, help="sample frames at this rate instead")
     generate.add_argument("--max-new-tokens", type=int, default=256)
-    generate.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--temperature", type=float, default=None,
+                          help="0: greedy, above 0: sample; unset, this and the next four come from the model's "
+                               "generation config, as in its own generate()")
+    generate.add_argument("--top-p", type=float, default=None)
+    generate.add_argument("--top-k", type=int, default=None, help="0: off")
+    generate.add_argument("--min-p", type=float, default=None)
+    generate.add_argument("--repetition-penalty", type=float, default=None, help="1: off")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--compare", action="store_true", help="also decode without the draft and compare")
     generate.add_argument("--json", action="store_true", help="print one JSON report instead of text")
