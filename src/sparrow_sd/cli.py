@@ -159,7 +159,10 @@ def _aux_layers(text: str | None, model) -> tuple[int, ...] | None:
 def _export(args: argparse.Namespace) -> int:
     from .draft.export import export_eagle3
 
-    out = export_eagle3(args.draft, args.out)
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(args.dtype)
+    out = export_eagle3(args.draft, args.out, dtype=dtype, max_position_embeddings=args.max_position_embeddings)
     print(f"wrote an EAGLE-3 draft to {out} (config.json, model.safetensors)")
     return 0
 
@@ -443,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", choices=["eagle3"], required=True, help="target format")
     export.add_argument("--draft", required=True, help="a sparrow draft folder")
     export.add_argument("--out", required=True, help="folder to write")
+    export.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                        help="weights' dtype (default: the one the draft was trained in)")
+    export.add_argument("--max-position-embeddings", type=int, default=None,
+                        help="default: the target's, as the draft records it")
     export.set_defaults(func=_export)
 
     drafts = sub.add_parser("drafts", help="the draft suite: Sparrow and its peers on one dataset",
