@@ -112,6 +112,29 @@ def test_generate_a_real_mp4_end_to_end(mp4, capsys):
     assert report["text"] == processor.decode(report["tokens"])
 
 
+def test_generate_takes_the_generation_settings(tmp_path, mp4, capsys):
+    """--repetition-penalty, --temperature, --top-k/p, --min-p: the tokens of the model's own generate()."""
+    from sparrow_sd.models import load_target
+    from sparrow_sd.synth import read_video
+
+    save_draft(tiny_draft(tiny_model("qwen2_vl"), seed=1), tmp_path / "d")
+    base = ["generate", "--model", "tiny:qwen2_vl", "--video", str(mp4), "--prompt", "hi", "--num-frames", "2",
+            "--max-new-tokens", "12", "--draft", str(tmp_path / "d"), "--compare", "--json", "--repetition-penalty", "1.5"]
+    assert main(base) == 0
+    greedy = json.loads(capsys.readouterr().out)
+    assert main(base + ["--temperature", "0.7", "--top-k", "1", "--top-p", "0.9", "--min-p", "0.1"]) == 0
+    sampled = json.loads(capsys.readouterr().out)
+    loaded = load_target("tiny:qwen2_vl")
+    inputs = loaded.make_inputs("hi", read_video(mp4, num_frames=2).frames)
+    out = loaded.model.generate(**inputs, repetition_penalty=1.5, max_new_tokens=12)
+    ref = out[0, inputs["input_ids"].shape[1]:].tolist()
+    assert greedy["tokens"] == ref and greedy["identical_to_autoregressive"] is True
+    assert greedy["sampling"] == {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "min_p": None, "repetition_penalty": 1.5}
+    assert sampled["tokens"] == ref  # top-k 1 samples the argmax
+    assert sampled["sampling"] == {"temperature": 0.7, "top_p": 0.9, "top_k": 1, "min_p": 0.1, "repetition_penalty": 1.5}
+    one_line_error(capsys, base + ["--top-p", "0"], "top_p must be in (0, 1]")
+
+
 def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
     from sparrow_sd.models import load_target
 

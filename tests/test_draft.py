@@ -115,6 +115,38 @@ def test_window_bounds_what_each_step_reads():
     assert kv.length == kv.committed == 6 + 150
 
 
+@pytest.mark.parametrize("window,prompt", [(2, 1), (2, 3), (3, 1), (5, 2), (5, 9)])
+def test_tree_nodes_deeper_than_the_window_see_what_the_window_rule_says(window, prompt):
+    """A chain deeper than the window: each node sees exactly the items (committed ones and
+    its ancestors, at the positions they would take if accepted) the window rule allows."""
+    kv = DraftKV(num_kv_heads=1, head_dim=4, capacity=64, window=window, dtype=torch.float32, device="cpu")
+    kv.pin_prefix(prompt)
+    kv.plan_extend(prompt)
+    kv.plan_extend(2)  # two emitted tokens
+    committed, pinned, recent = kv.committed, kv.pinned, window - kv.pinned
+    for depth in range(1, window + 4):
+        plan = kv.plan_tree(torch.tensor([depth]), torch.ones(1, depth, dtype=torch.bool))  # chain: all ancestors
+        q = committed + depth - 1
+        slots = plan.key_slots[plan.mask[0]]
+        seen = [int(s) if s < committed else int(kv.scratch_positions[s - committed]) for s in slots]
+        assert sorted(seen) == [k for k in range(q + 1) if k < pinned or q - k < recent], (depth, seen)
+    kv.rollback()
+    assert kv.scratch_positions.numel() == 0 and kv.length == committed
+
+
+@pytest.mark.parametrize("shape", [TreeConfig.chain(4), TreeConfig(depth=6, top_k=2, total_tokens=8)], ids=["chain", "tree"])
+def test_draft_windows_smaller_than_the_tree(arch, shape):
+    """window 2 with a short prompt and trees 4-6 deep: no crash, output still the target's."""
+    from conftest import hf_greedy
+
+    model = tiny_model(arch)
+    inputs = prompt_inputs(model, arch, seed=2, frames=2, before=1, after=1)
+    ref = hf_greedy(model, inputs, 10)
+    for window in (2, 3):
+        proposer = SparrowProposer(tiny_draft(model, "none", seed=1, window=window), shape)
+        assert SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=10).tokens == ref
+
+
 def test_save_load_roundtrip_gives_identical_logits(tmp_path, arch):
     model = tiny_model(arch)
     vocab = torch.arange(0, 100, 3)

@@ -198,6 +198,40 @@ def test_eagle3_trains_saves_and_exports(aux_data, tmp_path):
     assert int(weights["t2d"].sum()) == 48
 
 
+def test_export_writes_the_trained_dtype_and_the_targets_positions(tmp_path, capsys):
+    from sparrow_sd.testing import build_tiny_model
+
+    model = build_tiny_model("qwen2_vl")
+    model.config.get_text_config().max_position_embeddings = 4096  # not the old constant
+    draft = eagle3_draft(model)
+    assert draft.config.target_max_position_embeddings == 4096
+    save_draft(draft, tmp_path / "d")  # fp32 weights, as training writes them
+    (tmp_path / "d" / "training.json").write_text(json.dumps({"settings": {"mixed_precision": "bf16"}}))
+
+    def export(*flags):
+        out = tmp_path / f"e3{len(flags)}"
+        assert main(["export", "--to", "eagle3", "--draft", str(tmp_path / "d"), "--out", str(out), *flags]) == 0
+        return json.loads((out / "config.json").read_text()), load_file(out / "model.safetensors")
+
+    config, weights = export()  # trained in bf16: bf16 by default
+    assert config["torch_dtype"] == "bfloat16" and weights["fc.weight"].dtype == torch.bfloat16
+    assert config["max_position_embeddings"] == 4096
+    assert weights["d2t"].dtype == torch.int64 and weights["t2d"].dtype == torch.bool
+    config, weights = export("--dtype", "fp32", "--max-position-embeddings", "8192")
+    assert config["torch_dtype"] == "float32" and weights["fc.weight"].dtype == torch.float32
+    assert config["max_position_embeddings"] == 8192
+    assert torch.equal(weights["fc.weight"], draft.fc.weight)
+
+    # a draft from before the target's positions were recorded, with no training record: its stored dtype
+    draft.config.target_max_position_embeddings = None
+    save_draft(draft, tmp_path / "old", dtype=torch.float16)
+    with pytest.raises(InvalidInputError, match="--max-position-embeddings"):
+        export_eagle3(tmp_path / "old", tmp_path / "out")
+    export_eagle3(tmp_path / "old", tmp_path / "out", max_position_embeddings=2048)
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["torch_dtype"] == "float16" and config["max_position_embeddings"] == 2048
+
+
 def test_export_refuses_a_sparrow_form_draft(tmp_path):
     save_draft(tiny_draft(tiny_model("qwen2_vl")), tmp_path / "d")
     with pytest.raises(InvalidInputError, match="only drafts trained with `--architecture eagle3`"):

@@ -6,8 +6,12 @@ Where things live:
 * ``kv_cache.py``: the target's preallocated, position-indexed cache;
 * ``draft/``: the Sparrow draft model, its config, its text-anchored context, its cache, its files;
 * ``tree.py``: candidate trees (masks, positions, paths, EAGLE-2 growth);
-* ``proposers.py``: what proposes trees (the Sparrow draft; nothing, for the baseline);
-* ``verify.py`` and ``sampling.py``: which candidates the target keeps;
+* ``proposers.py``: what proposes trees (the Sparrow draft; nothing, for the baseline), and the
+  contract a proposer of your own keeps (``Proposer``, ``DraftTree``, ``TargetPrefill``,
+  ``TargetVerify``, all exported here);
+* ``sampling.py``: the target's next-token settings, read from its generation config as
+  ``generate()`` reads them, and its logits processing;
+* ``verify.py``: which candidates the target keeps;
 * ``generate.py``: the decoding loop and its statistics.
 """
 
@@ -15,28 +19,38 @@ from .draft import DraftConfig, SparrowDraft, load_draft, save_draft
 from .errors import (
     DraftTargetMismatchError,
     InvalidInputError,
+    ProposerError,
     SparrowError,
     UnsupportedModelError,
     VideoTokenMismatchError,
 )
 from .generate import GenerationResult, GenerationStats, SpeculativeGenerator
 from .proposers import NullProposer, Proposer, SparrowProposer, TreeConfig
-from .targets import wrap_target
+from .sampling import SamplingConfig
+from .targets import TargetAdapter, TargetPrefill, TargetVerify, wrap_target
+from .tree import DraftTree, TreeBuilder
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DraftConfig",
     "DraftTargetMismatchError",
+    "DraftTree",
     "GenerationResult",
     "GenerationStats",
     "InvalidInputError",
     "NullProposer",
     "Proposer",
+    "ProposerError",
+    "SamplingConfig",
     "SparrowDraft",
     "SparrowError",
     "SparrowProposer",
     "SpeculativeGenerator",
+    "TargetAdapter",
+    "TargetPrefill",
+    "TargetVerify",
+    "TreeBuilder",
     "TreeConfig",
     "UnsupportedModelError",
     "VideoTokenMismatchError",

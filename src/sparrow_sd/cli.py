@@ -167,7 +167,10 @@ def _aux_layers(text: str | None, model) -> tuple[int, ...] | None:
 def _export(args: argparse.Namespace) -> int:
     from .draft.export import export_eagle3
 
-    out = export_eagle3(args.draft, args.out)
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(args.dtype)
+    out = export_eagle3(args.draft, args.out, dtype=dtype, max_position_embeddings=args.max_position_embeddings)
     print(f"wrote an EAGLE-3 draft to {out} (config.json, model.safetensors)")
     return 0
 
@@ -267,6 +270,7 @@ def _generate(args: argparse.Namespace) -> int:
     run_generate(GenerateOptions(
         model=args.model, video=args.video, prompt=args.prompt, draft=args.draft, num_frames=args.num_frames,
         fps=args.fps, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+        top_k=args.top_k, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
         seed=args.seed, dtype=args.dtype, device=args.device,
         tree=TreeConfig(depth=args.tree_depth, top_k=args.tree_top_k, total_tokens=args.tree_tokens),
         compare=args.compare, json=args.json, language=args.language))
@@ -432,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", choices=["eagle3"], required=True, help="target format")
     export.add_argument("--draft", required=True, help="a sparrow draft folder")
     export.add_argument("--out", required=True, help="folder to write")
+    export.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                        help="weights' dtype (default: the one the draft was trained in)")
+    export.add_argument("--max-position-embeddings", type=int, default=None,
+                        help="default: the target's, as the draft records it")
     export.set_defaults(func=_export)
 
     drafts = sub.add_parser("drafts", help="the draft suite: Sparrow and its peers on one dataset",
@@ -490,8 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--num-frames", type=int, default=16, help="frames sampled evenly over the video")
     generate.add_argument("--fps", type=float, default=None, help="sample frames at this rate instead")
     generate.add_argument("--max-new-tokens", type=int, default=256)
-    generate.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--temperature", type=float, default=None,
+                          help="0: greedy, above 0: sample; unset, this and the next four come from the model's "
+                               "generation config, as in its own generate()")
+    generate.add_argument("--top-p", type=float, default=None)
+    generate.add_argument("--top-k", type=int, default=None, help="0: off")
+    generate.add_argument("--min-p", type=float, default=None)
+    generate.add_argument("--repetition-penalty", type=float, default=None, help="1: off")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--compare", action="store_true", help="also decode without the draft and compare")
     generate.add_argument("--json", action="store_true", help="print one JSON report instead of text")

@@ -25,6 +25,10 @@ class CacheCapacityError(SparrowError, RuntimeError):
     """A KV cache was asked to hold more positions than it was allocated for."""
 
 
+class ProposerError(SparrowError, RuntimeError):
+    """A proposer broke its contract: a tree not rooted at the last emitted token, too large, or malformed."""
+
+
 class InvalidInputError(SparrowError, ValueError):
     """An argument is out of range or inconsistent (shapes, lengths, settings)."""
 

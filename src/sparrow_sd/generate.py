@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, ProposerError
 from .proposers import NullProposer, Proposer
-from .sampling import SamplingConfig, target_probs
+from .sampling import SamplingConfig, prefix_mask, process_logits
 from .targets import TargetAdapter, wrap_target
 from .verify import verify_greedy, verify_sampling
 
@@ -67,6 +67,7 @@ class GenerationStats:
 class GenerationResult:
     tokens: list[int]
     stats: GenerationStats
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the settings decoding used
 
 
 def _eos_ids(model) -> set[int]:
@@ -97,34 +98,58 @@ class SpeculativeGenerator:
         self,
         inputs: Mapping[str, torch.Tensor],
         max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
+        temperature: float | None = None,
+        top_p: float | None = None,
         seed: int | None = None,
         on_tokens: Callable[[list[int]], None] | None = None,
+        *,
+        top_k: int | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        do_sample: bool | None = None,
     ) -> GenerationResult:
         """Generate up to ``max_new_tokens`` (stopping after an EOS token).
 
+        The next-token settings are ``model.generate(**inputs)``'s: each one given here wins,
+        then the model's ``generation_config``, then Hugging Face's defaults (see
+        :meth:`SamplingConfig.from_generation_config`; ``temperature=0`` is greedy, a
+        temperature above 0 without ``do_sample`` samples). ``seed`` seeds sampling (a
+        private generator; None draws a fresh seed, the global RNG is left alone).
         ``on_tokens`` is called with each batch of newly emitted tokens (streaming).
         """
         if max_new_tokens < 1:
             raise InvalidInputError("max_new_tokens must be at least 1")
-        sampling = SamplingConfig(temperature, top_p)
+        prompt = inputs.get("input_ids") if hasattr(inputs, "get") else None
+        sampling = SamplingConfig.from_generation_config(
+            getattr(self.target.model, "generation_config", None), do_sample=do_sample, temperature=temperature,
+            top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+            prompt_length=prompt.shape[-1] if prompt is not None else None)
         generator = None
         if not sampling.greedy:
             generator = torch.Generator(device="cpu")
-            generator.manual_seed(seed if seed is not None else torch.seed())
+            if seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(seed)
         target, proposer, stats = self.target, self.proposer, GenerationStats()
+        seen = None  # (V,) the prompt's and the emitted tokens, for the repetition penalty
 
         def choose(logits: torch.Tensor) -> int:
+            scores = process_logits(logits[None], sampling, None if seen is None else seen[None])[0]
             if sampling.greedy:
-                return int(logits.argmax())
-            return int(torch.multinomial(target_probs(logits, sampling).cpu(), 1, generator=generator))
+                return int(scores.argmax())
+            return int(torch.multinomial(scores.softmax(-1).cpu(), 1, generator=generator))
 
         self._sync()
         t0 = time.perf_counter()
         room = max_new_tokens + proposer.max_tree_nodes + 1
         prefill = target.prefill(inputs, room, proposer.capture_layers)
+        if sampling.penalised:
+            seen = torch.zeros(prefill.last_logits.shape[-1], dtype=torch.bool, device=prefill.last_logits.device)
+            seen[prefill.input_ids.to(seen.device)] = True
         tokens = [choose(prefill.last_logits)]
+        if seen is not None:
+            seen[tokens[0]] = True
         self._sync()
         t1 = time.perf_counter()
         stats.target_prefill_s = t1 - t0
@@ -141,13 +166,15 @@ class SpeculativeGenerator:
 
         while not done:
             tree = proposer.propose()
-            out = target.verify(tree.tokens, tree.mask, tree.depths, proposer.verify_layers)
+            self._check_tree(tree, tokens[-1])
+            mask = tree.mask
+            out = target.verify(tree.tokens, mask, tree.depths, proposer.verify_layers)
+            # each node's scores as generate() would process them after that node's own prefix
+            scores = process_logits(out.logits, sampling, None if seen is None else prefix_mask(seen, tree.tokens, mask))
             if sampling.greedy:
-                path, bonus = verify_greedy(tree.tokens, tree.parents, out.logits)
+                path, bonus = verify_greedy(tree.tokens, tree.parents, scores)
             else:
-                path, bonus = verify_sampling(
-                    tree.tokens, tree.parents, target_probs(out.logits, sampling).cpu(), generator
-                )
+                path, bonus = verify_sampling(tree.tokens, tree.parents, scores.softmax(-1).cpu(), generator)
             emitted = tree.tokens[path].tolist() + [bonus]
             # Stop mid-path on EOS or when the budget runs out.
             room = max_new_tokens - len(tokens)
@@ -155,6 +182,8 @@ class SpeculativeGenerator:
             emitted = emitted[: min(cut, room)]
             done = len(emitted) < len(path) + 1 or emitted[-1] in self.eos or len(tokens) + len(emitted) >= max_new_tokens
             tokens += emitted
+            if seen is not None:
+                seen[torch.tensor(emitted, device=seen.device)] = True
             stats.steps += 1
             stats.accepted_per_step.append(len(emitted))
             if on_tokens:
@@ -172,4 +201,23 @@ class SpeculativeGenerator:
         stats.draft_cache_bytes = proposer.cache_bytes()
         stats.target_cache_bytes = target.cache.nbytes() if target.cache is not None else 0
         target.release()
-        return GenerationResult(tokens=tokens, stats=stats)
+        return GenerationResult(tokens=tokens, stats=stats, sampling=sampling)
+
+    def _check_tree(self, tree, last_token: int) -> None:
+        """The proposer contract (docs/engine.md): a tree rooted at the last emitted token, no
+        larger than the proposer's ``max_tree_nodes``, of token ids the target has."""
+        name = type(self.proposer).__name__
+        if tree.tokens.ndim != 1 or tree.parents.shape != tree.tokens.shape or len(tree) < 1:
+            raise ProposerError(f"{name} proposed a malformed tree: tokens {tuple(tree.tokens.shape)}, "
+                                f"parents {tuple(tree.parents.shape)}")
+        root = int(tree.tokens[0])
+        if root != last_token:
+            raise ProposerError(f"{name} proposed a tree rooted at token {root}, but the last emitted token is "
+                                f"{last_token}: node 0 must be the last emitted token")
+        if len(tree) - 1 > self.proposer.max_tree_nodes:
+            raise ProposerError(f"{name} proposed {len(tree) - 1} candidates but declares max_tree_nodes="
+                                f"{self.proposer.max_tree_nodes} (the target's cache is sized by it)")
+        low, high = int(tree.tokens.min()), int(tree.tokens.max())
+        if low < 0 or high >= self.target.vocab_size:
+            raise ProposerError(f"{name} proposed token id {low if low < 0 else high}, outside the target's "
+                                f"vocabulary of {self.target.vocab_size}")

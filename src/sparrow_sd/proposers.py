@@ -2,13 +2,27 @@
 
 Proposing is kept apart from verifying (as in Hugging Face's candidate
 generators): the decoding loop only asks a proposer for a tree, hands it the
-target's verdict, and never looks inside. A proposer goes through three calls:
+target's verdict, and never looks inside. The contract a proposer keeps (the
+loop checks the tree and raises :class:`~sparrow_sd.errors.ProposerError`):
 
-* ``start``: after the target's prefill, with the first emitted token;
-* ``propose``: a :class:`~sparrow_sd.tree.DraftTree` rooted at the last emitted token;
-* ``advance``: the tokens the step emitted (accepted path, then the bonus token)
-  and the target's states (:meth:`Proposer.states` of the verify) at the
-  positions before each of them.
+* ``max_tree_nodes``: the most candidates (nodes besides the root) any tree will
+  hold; read before the prefill to size the target's cache.
+  ``capture_layers`` / ``verify_layers``: target decoder layers whose outputs it
+  needs at the prefill / at verified nodes (empty by default).
+* ``start(target, prefill, first_token, max_new_tokens)``: once per generation,
+  after the target's prefill, with the first emitted token (skipped when that
+  token already ends the generation).
+* ``propose()``: a :class:`~sparrow_sd.tree.DraftTree` whose node 0, the root, is
+  the last emitted token (``first_token``, then the last token of the latest
+  ``advance``); parents before children (``parents[0] == -1``, ``parents[i] < i``);
+  at most ``max_tree_nodes`` candidates; token ids in the target's vocabulary.
+* ``advance(tokens, states)``: the tokens the step emitted (the accepted path, then
+  the bonus token, whose last is the next root) and :meth:`Proposer.states` of
+  the verify at the root and the accepted nodes, i.e. at the positions before
+  each emitted token. Not called after the generation's last step.
+
+Whatever a proposer proposes, the output is the target's own: a poor tree costs
+speed, never a token.
 
 :class:`NullProposer` proposes nothing, which turns the same loop into plain
 autoregressive decoding on the same cache: the baseline runs on equal terms.
@@ -93,9 +107,13 @@ class SparrowProposer(Proposer):
         cfg = draft.config
         self.verify_layers = tuple(cfg.aux_layers or ())
         self.capture_layers = self.verify_layers + ((cfg.ivsb_layer,) if cfg.ivsb_layer is not None else ())
-        self.max_tree_nodes = tree.total_tokens
         self.kv = None
         self.context_items = 0
+
+    @property
+    def max_tree_nodes(self) -> int:
+        """Read from ``tree``, so that a new ``tree`` set between generations takes effect."""
+        return self.tree.total_tokens
 
     @torch.inference_mode()
     def start(self, target, prefill, first_token, max_new_tokens):

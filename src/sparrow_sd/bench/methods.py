@@ -178,8 +178,8 @@ class PromptLookup(Method):
         clock = _StreamClock()
         kwargs = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens, "streamer": clock,
                   "prompt_lookup_num_tokens": self.num_tokens, "max_matching_ngram_size": self.ngram}
-        if temperature > 0:
-            kwargs.update(temperature=temperature, top_p=1.0, top_k=0)
+        if temperature > 0:  # the rest as the model's generation config says, as for the other methods
+            kwargs.update(temperature=temperature)
             torch.manual_seed(seed)
         if self.eos is not None:
             kwargs["eos_token_id"] = sorted(self.eos)

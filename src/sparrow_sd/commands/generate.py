@@ -14,10 +14,9 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from ..draft import load_draft
 from ..errors import ContextLengthError
@@ -37,8 +36,12 @@ class GenerateOptions:
     num_frames: int | None = 16
     fps: float | None = None
     max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
+    # next-token settings; None: the model's generation config's, as its own generate() reads them
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
     seed: int = 0
     dtype: str = "fp32"
     device: str = "cpu"
@@ -89,7 +92,6 @@ def run_generate(opts: GenerateOptions, out=None) -> dict:
     inputs = loaded.make_inputs(opts.prompt, video.frames)
     check_context(loaded.model, loaded.make_inputs, opts.prompt, video.frames, inputs, opts.max_new_tokens,
                   opts.tree.total_tokens if proposer else 0)
-    torch.manual_seed(opts.seed)
 
     emitted: list[int] = []
     shown = [""]
@@ -102,17 +104,16 @@ def run_generate(opts: GenerateOptions, out=None) -> dict:
             out.flush()
         shown[0] = text
 
+    settings = dict(temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k, min_p=opts.min_p,
+                    repetition_penalty=opts.repetition_penalty, seed=opts.seed)
     result = SpeculativeGenerator(loaded.model, proposer).generate(
-        inputs, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_p=opts.top_p,
-        seed=opts.seed, on_tokens=stream)
+        inputs, max_new_tokens=opts.max_new_tokens, on_tokens=stream, **settings)
     report = _report(opts, video, result, loaded.decode(result.tokens))
     if opts.compare and proposer is not None:
-        plain = SpeculativeGenerator(loaded.model).generate(
-            inputs, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_p=opts.top_p,
-            seed=opts.seed)
+        plain = SpeculativeGenerator(loaded.model).generate(inputs, max_new_tokens=opts.max_new_tokens, **settings)
         report["autoregressive_decode_s"] = plain.stats.decode_s
         report["decode_speedup"] = plain.stats.decode_s / result.stats.decode_s if result.stats.decode_s else None
-        report["identical_to_autoregressive"] = plain.tokens == result.tokens if opts.temperature == 0 else None
+        report["identical_to_autoregressive"] = plain.tokens == result.tokens if result.sampling.greedy else None
     if opts.json:
         out.write(json.dumps(report, indent=2) + "\n")
     else:
@@ -127,7 +128,8 @@ def _report(opts: GenerateOptions, video, result: GenerationResult, text: str) -
         "frames": int(len(video.frames)), "visual_tokens": s.visual_tokens, "prompt_tokens": s.prompt_tokens,
         "draft": opts.draft, "tau": s.tau, "target_prefill_s": s.target_prefill_s,
         "draft_prefill_s": s.draft_prefill_s, "decode_s": s.decode_s, "total_s": s.total_s,
-        "decode_tokens_per_s": s.decode_tokens_per_s, "temperature": opts.temperature,
+        "decode_tokens_per_s": s.decode_tokens_per_s, "temperature": result.sampling.temperature,
+        "sampling": asdict(result.sampling),
     }
 
 

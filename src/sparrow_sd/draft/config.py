@@ -71,6 +71,7 @@ class DraftConfig:
     target_model_type: str | None = None  # e.g. "qwen2_vl"; checked against the target when set
     architecture: str = "sparrow"
     aux_layers: tuple[int, ...] | None = None  # eagle3: target decoder layers whose outputs feed fc
+    target_max_position_embeddings: int | None = None  # the target's positions (written into exports)
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:

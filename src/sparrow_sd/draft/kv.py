@@ -13,10 +13,13 @@ Two kinds of writes:
   verified the tree. A node at depth ``d`` behaves as if it were item
   ``committed + d - 1`` (where it would land if accepted).
 
-The window rule, shared by both: an item at position ``q`` sees committed item
-``k`` when ``k <= q`` and either ``k`` is pinned (the prompt, if it fills at most
-half the window) or ``q - k < window - pinned``. Only the visible slots are read,
-so a step costs the same however long the sequence grows.
+The window rule, shared by both: an item at position ``q`` sees item ``k`` when
+``k <= q`` and either ``k`` is pinned (the prompt, if it fills at most half the
+window) or ``q - k < window - pinned``. A tree node sees its ancestors by the same
+rule, at the positions they would take if accepted, so a node deeper than the
+window sees only the ancestors within it (and, past ``window - pinned``, no
+committed item but the pinned ones). Only the visible slots are read, so a step
+costs the same however long the sequence grows.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class DraftKV:
         self.length = 0  # committed + scratch tree nodes
         self.pinned = 0
         self.device = device
+        self.scratch_positions = torch.zeros(0, dtype=torch.long, device=device)  # of the scratch tree nodes
 
     def pin_prefix(self, n: int) -> None:
         """Keep the first ``n`` items visible if they fit in half the window."""
@@ -66,7 +70,8 @@ class DraftKV:
             slots = torch.arange(upto, device=self.device)
         else:
             recent = self.window - self.pinned
-            lo = max(self.pinned, int(q_pos.min()) - recent + 1)
+            # the oldest recent slot any query sees; past ``upto`` when every query is too far (deep tree nodes)
+            lo = min(upto, max(self.pinned, int(q_pos.min()) - recent + 1))
             slots = torch.cat([torch.arange(self.pinned, device=self.device), torch.arange(lo, upto, device=self.device)])
         visible = slots[None, :] <= q_pos[:, None]
         if self.window is not None:
@@ -90,17 +95,22 @@ class DraftKV:
     def plan_tree(self, depths: torch.Tensor, ancestry: torch.Tensor) -> AttendPlan:
         """Add tree nodes at ``depths``; ``ancestry`` (T, scratch + T) marks which scratch
         nodes (earlier tree nodes, then these) each may see: its ancestors and itself."""
-        positions = self.committed + depths.to(self.device) - 1
+        positions = self.committed + depths.to(self.device).long() - 1
         ctx_slots, ctx_mask = self._context(positions, self.committed)
         write = self._reserve(depths.numel())
         scratch = torch.arange(self.committed, self.length, device=self.device)
+        self.scratch_positions = torch.cat([self.scratch_positions, positions])
+        tree_mask = ancestry.to(self.device)
+        if self.window is not None:  # ancestors by the window rule too (never pinned)
+            tree_mask = tree_mask & ((positions[:, None] - self.scratch_positions[None, :]) < self.window - self.pinned)
         key_slots = torch.cat([ctx_slots, scratch])
-        mask = torch.cat([ctx_mask, ancestry.to(self.device)], dim=1)
+        mask = torch.cat([ctx_mask, tree_mask], dim=1)
         return AttendPlan(positions, write, key_slots, mask)
 
     def rollback(self) -> None:
         """Forget scratch tree nodes."""
         self.length = self.committed
+        self.scratch_positions = self.scratch_positions[:0]
 
     def write_and_read(self, plan: AttendPlan, k: torch.Tensor, v: torch.Tensor):
         """Store new keys/values (1, H, T, D); return the keys/values the plan reads."""

@@ -153,16 +153,18 @@ class SparrowDraft(nn.Module):
 
     @classmethod
     def from_target(cls, target, config: DraftConfig, draft_vocab: torch.Tensor | None = None, seed: int = 0):
-        """A fresh draft for ``target`` (a TargetAdapter): LM head rows copied from it.
+        """A fresh draft for ``target`` (a TargetAdapter): LM head rows copied from it, the other
+        weights drawn from ``seed`` (the global RNG is not touched).
 
         ``draft_vocab``: target token ids the draft may propose (sorted, unique); None
         for the whole vocabulary.
         """
-        torch.manual_seed(seed)
         if draft_vocab is not None:
             draft_vocab = torch.as_tensor(draft_vocab, dtype=torch.long).unique(sorted=True)
             config.draft_vocab_size = draft_vocab.numel()
-        draft = cls(config)
+        with torch.random.fork_rng(devices=[]):  # weights from ``seed``; the caller's RNG left as it was
+            torch.manual_seed(seed)
+            draft = cls(config)
         draft.check_target(target)
         with torch.no_grad():
             weight = target.lm_head.weight.detach().float().cpu()

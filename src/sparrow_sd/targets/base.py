@@ -55,6 +55,27 @@ def sdpa_native_gqa() -> Iterator[None]:
             os.environ[key] = saved
 
 
+def _attention_layout(text_config) -> tuple[tuple[str, ...], int | None]:
+    """Each decoder layer's attention type, and the sliding window (None when no layer slides).
+
+    Read as the models read them: ``layer_types`` (which Qwen2's configs derive from
+    ``use_sliding_window``, ``sliding_window`` and ``max_window_layers``). Tree masks
+    apply the window exactly; any other kind of layer is refused.
+    """
+    layers = text_config.num_hidden_layers
+    types = tuple(getattr(text_config, "layer_types", None) or ("full_attention",) * layers)
+    unknown = sorted(set(types) - {"full_attention", "sliding_attention"})
+    if unknown:
+        raise UnsupportedModelError(f"attention layer types {unknown} are not supported (only full and "
+                                    "sliding-window attention)")
+    if "sliding_attention" not in types:
+        return types, None
+    window = getattr(text_config, "sliding_window", None)
+    if not window or window < 1:
+        raise UnsupportedModelError(f"the config has sliding-attention layers but sliding_window={window!r}")
+    return types, int(window)
+
+
 @dataclass
 class TargetPrefill:
     """What the prompt's prefill leaves for the draft and the decoding loop.
@@ -116,6 +137,7 @@ class TargetAdapter(ABC):
                 "attn_implementation='sdpa' (or 'eager')."
             )
         self._additive_mask = attn == "eager"
+        self.layer_types, self.sliding_window = _attention_layout(self.text_config)
 
     # -- facts about the model -------------------------------------------------------------------
     @property
@@ -253,11 +275,29 @@ class TargetAdapter(ABC):
             return lambda _m, _a, out: captured.__setitem__(layer, out[0] if isinstance(out, tuple) else out)
         return [self.language_model.layers[layer].register_forward_hook(keep(layer)) for layer in layers]
 
-    def _tree_attention_mask(self, tree_mask: torch.Tensor) -> torch.Tensor:
-        """(1, 1, N, length + N): every node sees the whole cache and its own ancestors."""
+    def _tree_attention_mask(self, tree_mask: torch.Tensor, depths: torch.Tensor) -> torch.Tensor | dict:
+        """(1, 1, N, length + N): every node sees the whole cache and its own ancestors.
+
+        With sliding-window layers, a dict by layer type (as ``generate`` hands the
+        models): on ``sliding_attention`` layers a node at depth d, i.e. sequence index
+        ``length + d``, sees only keys whose sequence index is within ``sliding_window``
+        of its own (cached positions and ancestors alike), Hugging Face's window rule
+        ``key > query - window``.
+        """
         n = tree_mask.shape[0]
+        tree_mask = tree_mask.to(self.device)
         mask = torch.ones(n, self.length + n, dtype=torch.bool, device=self.device)
-        mask[:, self.length :] = tree_mask.to(self.device)
+        mask[:, self.length :] = tree_mask
+        if self.sliding_window is None:
+            return self._mask_for_attention(mask)
+        query = self.length + depths.to(self.device)
+        keys = torch.cat([torch.arange(self.length, device=self.device), query])  # sequence index of each key
+        windowed = mask & (keys[None, :] > query[:, None] - self.sliding_window)
+        return {"full_attention": self._mask_for_attention(mask),
+                "sliding_attention": self._mask_for_attention(windowed)}
+
+    def _mask_for_attention(self, mask: torch.Tensor) -> torch.Tensor:
+        """(N, K) bool -> (1, 1, N, K), boolean for SDPA, additive for eager attention."""
         mask = mask[None, None]
         if self._additive_mask:
             return torch.zeros(mask.shape, dtype=self.dtype, device=self.device).masked_fill(
@@ -291,7 +331,7 @@ class TargetAdapter(ABC):
                 out = self.base(
                     input_ids=tokens.to(self.device)[None],
                     position_ids=positions,
-                    attention_mask=None if single else self._tree_attention_mask(tree_mask),
+                    attention_mask=None if single else self._tree_attention_mask(tree_mask, depths),
                     past_key_values=self.cache,
                     use_cache=True,
                 )

@@ -19,6 +19,7 @@ def tiny_draft(model, visual_mode: str = "none", seed: int = 0, draft_vocab=None
         visual_mode=visual_mode,
         rope_theta=getattr(text, "rope_theta", None) or 10000.0,
         target_model_type=target.model.config.model_type,
+        target_max_position_embeddings=getattr(text, "max_position_embeddings", None),
     )
     if visual_mode == "glimpse":
         settings["ivsb_layer"] = target.num_layers // 2

@@ -233,11 +233,19 @@ def spec_from_config(arch: str, config) -> TinySpec:
     return TinySpec(arch=arch, vocab_size=text.vocab_size, text_token_range=range(0, lowest), **ids)
 
 
-def tiny_config(arch: str, vocab_size: int = 128, attn_implementation: str = "sdpa"):
-    """The config ``build_tiny_model`` instantiates (random weights come later)."""
+def tiny_config(arch: str, vocab_size: int = 128, attn_implementation: str = "sdpa",
+                sliding_window: int | None = None, max_window_layers: int = 1):
+    """The config ``build_tiny_model`` instantiates (random weights come later).
+
+    ``sliding_window``: turn on the text stack's sliding-window attention
+    (``use_sliding_window``) with that window, on the layers from
+    ``max_window_layers`` on (the Qwen2 convention: earlier layers attend fully).
+    """
     spec = tiny_spec(arch, vocab_size)
     tokens = dict(eos_token_id=spec.eos_token_id, pad_token_id=spec.pad_token_id, bos_token_id=spec.bos_token_id)
     text = dict(_TEXT, vocab_size=vocab_size, initializer_range=_INIT_RANGE, **tokens)
+    if sliding_window is not None:
+        text.update(use_sliding_window=True, sliding_window=sliding_window, max_window_layers=max_window_layers)
     if arch == "qwen2_vl":
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": _MROPE_SECTION}
         vision = dict(
@@ -320,6 +328,8 @@ def build_tiny_model(
     vocab_size: int = 128,
     dtype: torch.dtype = torch.float32,
     attn_implementation: str = "sdpa",
+    sliding_window: int | None = None,
+    max_window_layers: int = 1,
 ):
     """A tiny random ``arch`` model in eval mode, reproducible from ``seed``.
 
@@ -329,7 +339,7 @@ def build_tiny_model(
     ``model.generation_config`` is set to greedy with the tiny eos/pad ids, so
     ``model.generate(**inputs, max_new_tokens=N)`` works as is.
     """
-    config = tiny_config(arch, vocab_size, attn_implementation)
+    config = tiny_config(arch, vocab_size, attn_implementation, sliding_window, max_window_layers)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _MODEL_CLASSES[arch](config)

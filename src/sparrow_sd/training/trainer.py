@@ -126,6 +126,7 @@ def draft_config_for(target, cfg: DraftTrainConfig, ivsb_layer: int,
         target_model_type=target.model.config.model_type,
         architecture=cfg.architecture,
         aux_layers=tuple(aux_layers) if eagle3 else None,
+        target_max_position_embeddings=getattr(text, "max_position_embeddings", None),
     )
 
 

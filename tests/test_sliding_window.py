@@ -1,0 +1,54 @@
+"""Targets with sliding-window attention: tree masks apply the window per layer, exactly.
+
+The tiny models here attend fully on layer 0 and through a 4-token window on layers
+1 and 2 (Qwen2's ``use_sliding_window`` / ``max_window_layers``). Trees deeper than the
+window make a node's far ancestors fall out of it, which is where a mask that lets
+every node see the whole cache and all its ancestors goes wrong.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import hf_greedy, prompt_inputs
+
+from sparrow_sd.errors import UnsupportedModelError
+from sparrow_sd.generate import SpeculativeGenerator
+from sparrow_sd.proposers import SparrowProposer, TreeConfig
+from sparrow_sd.targets import wrap_target
+from sparrow_sd.targets.base import _attention_layout
+from sparrow_sd.testing import build_tiny_model
+from sparrow_sd.testing.drafts import tiny_draft
+from sparrow_sd.testing.oracle import OracleProposer
+
+WINDOW = 4
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_sliding_window_target_matches_generate(arch, attn):
+    if attn == "eager" and arch != "qwen2_vl":
+        pytest.skip("one architecture is enough for the additive-mask path")
+    model = build_tiny_model(arch, sliding_window=WINDOW, attn_implementation=attn)
+    assert wrap_target(model).sliding_window == WINDOW
+    assert model.config.get_text_config().layer_types[0] == "full_attention"
+    inputs = prompt_inputs(model, arch, seed=1, frames=2)
+    ref = hf_greedy(model, inputs, 20)
+    assert ref != hf_greedy(build_tiny_model(arch, attn_implementation=attn), inputs, 20), "the window must matter"
+    assert SpeculativeGenerator(model).generate(inputs, max_new_tokens=20).tokens == ref
+    # the oracle's true branch is accepted deep past the window (depth 7 > 4)
+    oracle = OracleProposer(ref, depth=7, branching=2, error_rate=0.2, vocab_size=120, seed=1)
+    result = SpeculativeGenerator(model, oracle).generate(inputs, max_new_tokens=20)
+    assert result.tokens == ref and result.stats.tau > 2
+    proposer = SparrowProposer(tiny_draft(model, seed=1), TreeConfig(depth=6, top_k=3, total_tokens=12))
+    assert SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=20).tokens == ref
+
+
+def test_attention_layout_is_read_from_the_config():
+    full = SimpleNamespace(num_hidden_layers=2, layer_types=["full_attention"] * 2, sliding_window=None)
+    assert _attention_layout(full) == (("full_attention", "full_attention"), None)
+    sliding = SimpleNamespace(num_hidden_layers=2, layer_types=["full_attention", "sliding_attention"], sliding_window=8)
+    assert _attention_layout(sliding)[1] == 8
+    with pytest.raises(UnsupportedModelError, match="chunked_attention"):
+        _attention_layout(SimpleNamespace(num_hidden_layers=1, layer_types=["chunked_attention"], sliding_window=8))
+    with pytest.raises(UnsupportedModelError, match="sliding_window=None"):
+        _attention_layout(SimpleNamespace(num_hidden_layers=1, layer_types=["sliding_attention"], sliding_window=None))
