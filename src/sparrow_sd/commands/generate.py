@@ -3,7 +3,7 @@
 Every input problem becomes a :class:`~sparrow_sd.errors.SparrowError` with
 one line saying what is wrong and what to do: a missing, empty, corrupt or
 non-video file and a video with no decodable frame (from
-:func:`~sparrow_sd.synth.read_video`), a video too long for the model's
+:func:`~sparrow_sd.video.read_video`), a video too long for the model's
 positions at the chosen sampling (with how many frames would fit), a draft
 trained for another target, an unknown model type.
 """
@@ -24,7 +24,7 @@ from ..errors import ContextLengthError
 from ..generate import GenerationResult, SpeculativeGenerator
 from ..models import load_target
 from ..proposers import SparrowProposer, TreeConfig
-from ..synth import read_video
+from ..video import read_video
 from ..targets import wrap_target
 
 

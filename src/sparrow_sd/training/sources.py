@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..synth import make_clip, read_video
+from ..synth import make_clip
+from ..video import read_video
 from .datagen import Sample
 
 DRAFT_DATA_SEED_BASE = 2_000_000  # testbed training uses 1,000,000+, its evaluation 100,000+
