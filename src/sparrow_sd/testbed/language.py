@@ -74,6 +74,9 @@ def load_smollm2_weights(gguf: str | os.PathLike | None = None) -> SmolLM2Weight
     Raises :class:`~sparrow_sd.errors.AssetError` when the file is missing or
     is not the pinned SmolLM2 GGUF.
     """
+    from ..paths import require_extra
+
+    require_extra("gguf", "reading the testbed's SmolLM2 GGUF")
     path = locate_gguf(gguf).resolve()
     stat = path.stat()
     return _load(path, stat.st_size, stat.st_mtime_ns)
