@@ -7,7 +7,7 @@ file (a 20-minute HD video sampled at 16 frames costs 16 frames of memory).
 
 Sampling never invents frames: asking for more frames than the video has, or
 for a rate above its own, samples each decoded frame at most once and says so
-in :attr:`DecodedVideo.warnings`. A file whose decoded frames or duration
+in :attr:`DecodedVideo.sampling_note`. A file whose decoded frames or duration
 disagree with what its container announces (a truncated download, a damaged
 file) is decoded as far as it goes, with a warning saying how far.
 
@@ -65,8 +65,9 @@ class DecodedVideo:
     rate (None if unknown).  total_frames: how many frames the file decoded to;
     duration_s: their span in seconds.  container_frames / container_duration_s:
     what the container announced (None where it does not say).  warnings: one
-    line per thing the caller should know (a truncated file, frames asked for
-    that the video does not have).
+    line per problem with the file (it decodes short of what its container
+    announces).  sampling_note: set when fewer frames were sampled than asked
+    for, because the video does not have them.
     """
 
     frames: np.ndarray
@@ -78,6 +79,7 @@ class DecodedVideo:
     container_frames: int | None = None
     container_duration_s: float | None = None
     warnings: list[str] = field(default_factory=list)
+    sampling_note: str | None = None
 
     @property
     def sampled_frames(self) -> int:
@@ -88,7 +90,8 @@ class DecodedVideo:
         return {"decoded_frames": self.total_frames, "sampled_frames": self.sampled_frames,
                 "video_duration_s": _round(self.duration_s), "video_fps": _round(self.fps),
                 "container_frames": self.container_frames,
-                "container_duration_s": _round(self.container_duration_s), "warnings": list(self.warnings)}
+                "container_duration_s": _round(self.container_duration_s), "sampling_note": self.sampling_note,
+                "warnings": list(self.warnings)}
 
 
 def _round(value: float | None) -> float | None:
@@ -135,19 +138,19 @@ def read_video(path: str | os.PathLike, num_frames: int | None = None, fps: floa
         raise NoFramesError(f"no decodable frames in {path}{why}")
     warnings = _check_against_header(path, header, scan)
     n = scan.count
+    note = None
     if num_frames is not None and num_frames > n:
-        warnings.append(f"{path}: {num_frames} frames asked for but the video has {n}; each of its {n} frames "
-                        "is sampled once")
+        note = f"{num_frames} frames asked for, the video has {n}: each of its frames sampled once"
     if fps is not None and header.fps and fps > header.fps * 1.001:
-        warnings.append(f"{path}: sampling at {fps:g} fps, above the video's own {header.fps:g} fps; each frame "
-                        f"is sampled at most once ({len(scan.kept)} of {n})")
+        note = (f"{fps:g} fps asked for, above the video's {header.fps:g} fps: each frame sampled at most once "
+                f"({len(scan.kept)} of {n})")
     order = sorted(scan.kept)
     frames = np.stack([scan.kept[i][1] for i in order])
     return DecodedVideo(frames=frames, indices=np.asarray(order, np.int64),
                         timestamps=np.asarray([scan.kept[i][0] for i in order], np.float64),
                         fps=header.fps, total_frames=n, duration_s=scan.duration(header.fps),
                         container_frames=header.frames, container_duration_s=header.duration,
-                        warnings=warnings)
+                        warnings=warnings, sampling_note=note)
 
 
 # --- what the container announces ----------------------------------------------------------

@@ -152,7 +152,7 @@ class _Bar:
     def __init__(self, err, desc: str, unit: str):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=None, desc=desc, unit=unit, file=err, leave=False, mininterval=0.2)
+        self.bar = tqdm(total=None, desc=desc, unit=unit, file=err, mininterval=0.2)
 
     def follow(self, done: int, total: int | None) -> None:
         if done < self.bar.n or (total and self.bar.total != total):
@@ -192,7 +192,7 @@ class _PrefillProgress:
         blocks = _largest_module_list(vision) + list(getattr(target.language_model, "layers", []))
         tokens = int(inputs["input_ids"].shape[-1])
         self.bar = tqdm(total=len(blocks) or None, desc=f"prefill of {tokens:,} tokens", unit="layer", file=err,
-                        leave=False, mininterval=0.2)
+                        mininterval=0.2)
         self.hooks = [block.register_forward_hook(self._tick) for block in blocks]
         self.closed = False
 

@@ -172,7 +172,7 @@ def evaluate_testbed(model, processor: TestbedProcessor, cfg: EvalConfig | None 
     started = time.time()
 
     def bar(items, label):
-        return tqdm(items, desc=label, disable=not progress, leave=False)
+        return tqdm(items, desc=label, disable=None if progress else True, leave=False)
 
     short = [eval_clip(i, cfg.short_frames, processor, cfg.events) for i in range(cfg.short_clips)]
     rows = [r for clip in bar(short, "short clips") for r in _score(model, processor, clip.frames, clip.qa, cfg)]

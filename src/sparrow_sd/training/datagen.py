@@ -334,7 +334,8 @@ def run_datagen(model, samples: Iterable[Sample], out_dir: str | Path, cfg: Data
     regenerated: list[str] = []
     lost = set(check.lost_ids)
     seen: set[str] = set()
-    bar = tqdm(total=total, desc=f"datagen rank {rank}", disable=not progress, unit="sample")
+    bar = tqdm(total=total, desc=f"datagen rank {rank}", unit="sample",
+               disable=None if progress else True)  # None: shown on a terminal only
     try:
         for index, sample in enumerate(samples):
             if sample.id in seen:

@@ -285,7 +285,8 @@ def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrai
     embed_weight = embed_weight.to(accelerator.device)
     mine = train_ids[accelerator.process_index :: accelerator.num_processes]
     total = cfg.epochs * len(mine)
-    bar = tqdm(total=total, initial=start_step, desc="train draft", disable=not progress or not accelerator.is_main_process)
+    bar = tqdm(total=total, initial=start_step, desc="train draft",  # disable=None: shown on a terminal only
+               disable=None if progress and accelerator.is_main_process else True)
     if start_step and hasattr(accelerator, "step"):
         accelerator.step = start_step  # gradient accumulation keeps its boundaries across a resume
     running, agree_avg, started = None, None, time.time()
