@@ -450,6 +450,24 @@ def test_every_help_shows_every_default():
                 assert f"(default: {shown})" in text, f"{name} {action.option_strings[0]}: default {default!r} not shown"
 
 
+def test_train_help_states_the_config_defaults():
+    """`sparrow train` flags default to unset (the config file's value wins); their help names
+    DraftTrainConfig's default, which must be the real one."""
+    import re
+
+    from sparrow_sd.training.trainer import DraftTrainConfig
+
+    train = dict(_all_parsers(build_parser()))["sparrow train"]
+    defaults = DraftTrainConfig()
+    for action in train._actions:
+        if not hasattr(defaults, action.dest) or action.default is not None:
+            continue
+        stated = re.search(r"\(default: ([^)]+)\)$", action.help).group(1)
+        real = getattr(defaults, action.dest)
+        assert {"on": True, "off": False}.get(stated, stated) == real or (
+            isinstance(real, (int, float)) and not isinstance(real, bool) and float(stated) == real), action.dest
+
+
 def argparse_suppress():
     import argparse
 
