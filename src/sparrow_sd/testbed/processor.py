@@ -5,7 +5,7 @@ processor files exist for this model), it does what a Hugging Face Qwen2-VL
 processor does, for one video and batch 1:
 
 - frames, uint8 (T, H, W, 3) RGB as produced by ``sparrow_sd.synth.make_clip``
-  or ``sparrow_sd.synth.read_video``, are resized to ``config.frame_size``
+  or ``sparrow_sd.video.read_video``, are resized to ``config.frame_size``
   (bilinear, antialiased), scaled to [0, 1], normalised with the fixed
   ``image_mean`` / ``image_std``, padded to an even count by repeating the
   last frame, and cut into the flattened patches the vision tower reads;

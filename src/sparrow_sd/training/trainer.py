@@ -297,7 +297,7 @@ def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrai
                 epoch_order = mine[:]
                 random.Random(cfg.seed + epoch).shuffle(epoch_order)
                 for index in epoch_order:
-                    if caught:
+                    if _should_stop(caught, accelerator):
                         raise _Stop
                     if step < start_step:
                         step += 1
@@ -322,7 +322,7 @@ def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrai
                         log(f"step {step}: held-out agreement per level {[round(a, 3) for a in held]}")
                     if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and accelerator.is_main_process:
                         _checkpoint(core, optimizer, step, out_dir)
-            if caught:  # a signal during the last step
+            if _should_stop(caught, accelerator):  # a signal during the last step
                 raise _Stop
         except _Stop:
             bar.close()
@@ -344,6 +344,18 @@ def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrai
         }, indent=2) + "\n")
         log(f"saved draft to {out_dir}; held-out agreement per level {[round(a, 3) for a in held]}")
     return core.eval()
+
+
+def _should_stop(caught: list[int], accelerator) -> bool:
+    """Whether a signal arrived; under DDP every process must agree, or one would wait forever in
+    an all-reduce the others never join (one small collective per step, only with several processes)."""
+    if accelerator.num_processes == 1:
+        return bool(caught)
+    flag = torch.tensor([len(caught)], device=accelerator.device)
+    stop = bool(accelerator.reduce(flag, reduction="max").item())
+    if stop and not caught:
+        caught.append(signal.SIGTERM)  # stopped by another process's signal
+    return stop
 
 
 class _Stop(Exception):
