@@ -43,3 +43,26 @@ class AssetError(SparrowError):
 
 class ContextLengthError(SparrowError, ValueError):
     """The prompt (usually its video) and the tokens to generate do not fit the model's positions."""
+
+
+class OutputPathError(SparrowError, OSError):
+    """An output path cannot be written (a file in the way, a read-only place, no permission)."""
+
+
+class DeviceError(SparrowError, ValueError):
+    """The ``--device`` is not one torch knows, or is not present on this machine."""
+
+
+class MissingExtraError(SparrowError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+class RunInterrupted(SparrowError):
+    """The run was stopped by a signal (Ctrl-C, SIGTERM) after saving what can be resumed.
+
+    ``exit_code`` is the shell's convention for the signal (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

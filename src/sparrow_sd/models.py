@@ -40,7 +40,9 @@ def load_target(name: str, dtype: str = "fp32", device: str = "cpu", language: s
     if name.startswith("tiny:"):
         return _tiny(name.split(":", 1)[1], torch_dtype, device)
     if name == "testbed" or name.startswith("testbed:"):
+        from .paths import require_extra
         from .testbed import load_testbed
+
 
         weights = name.split(":", 1)[1] if ":" in name else "committed"
         model, processor = load_testbed(weights, language=language, dtype=torch_dtype)
@@ -66,8 +68,13 @@ def _load_folder(folder: Path, dtype: torch.dtype, device: str):
     if not known:
         raise UnsupportedModelError(f"{folder} holds a {architectures or 'model of unknown class'}; "
                                     f"supported: {', '.join(supported)}")
-    model = getattr(transformers, known[0]).from_pretrained(folder, dtype=dtype, attn_implementation="sdpa",
-                                              local_files_only=True).to(device).eval()
+    try:
+        model = getattr(transformers, known[0]).from_pretrained(folder, dtype=dtype, attn_implementation="sdpa",
+                                                                local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as err:  # no weights, damaged weights, shapes that disagree
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InvalidInputError(f"--model {folder}: cannot load the {known[0]} weights: {first}") from err
+    model = model.to(device).eval()
     from transformers import AutoProcessor
 
     try:
@@ -86,6 +93,11 @@ def _load_folder(folder: Path, dtype: torch.dtype, device: str):
 
 def _tiny(arch: str, dtype: torch.dtype, device: str) -> LoadedTarget:
     from .testing import build_tiny_model, make_video_inputs
+    from .testing.tiny_models import ARCHS
+
+    if arch not in ARCHS:
+        raise UnsupportedModelError(f"--model tiny:{arch}: no tiny {arch!r} model; the tiny architectures are "
+                                    f"{', '.join('tiny:' + a for a in ARCHS)}")
 
     model = build_tiny_model(arch, seed=0, dtype=dtype).to(device)
 

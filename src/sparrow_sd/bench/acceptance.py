@@ -49,7 +49,7 @@ def acceptance_table(model, drafts: dict, make_sample: Callable[[int, int], tupl
 
     layers = draft_capture_layers(drafts.values())
     rows = {(name, n): AcceptanceRow(name, n) for n in lengths for name in drafts}
-    bar = tqdm(total=len(lengths) * clips * (len(drafts) + 1), desc="tau", unit="decode", disable=not progress)
+    bar = tqdm(total=len(lengths) * clips * (len(drafts) + 1), desc="tau", unit="decode", disable=None if progress else True)
     for n in lengths:
         for clip in range(clips):
             inputs, actual = make_sample(n, clip)

@@ -76,6 +76,9 @@ def markdown_table(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path: str | Path) -> Path:
     """Decode speedup and tau against visual tokens, one line per method (greedy rows first)."""
+    from ..paths import require_extra
+
+    require_extra("matplotlib", "bench.png")
     import matplotlib
 
     matplotlib.use("Agg")

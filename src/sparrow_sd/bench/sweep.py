@@ -75,7 +75,7 @@ def run_sweep(methods: Sequence[Method], make_sample: Callable[[int, int], tuple
 
     result = SweepResult(cfg, methods={m.name: m.settings() for m in methods})  # before at_length() changes trees
     total = len(cfg.visual_tokens) * cfg.clips * len(cfg.temperatures) * len(methods)
-    bar = tqdm(total=total, desc="bench", disable=not progress, unit="run")
+    bar = tqdm(total=total, desc="bench", disable=None if progress else True, unit="run")  # None: on a terminal
     for tokens in cfg.visual_tokens:
         for method in methods:
             method.at_length(tokens)

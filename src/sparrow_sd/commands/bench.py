@@ -18,12 +18,12 @@ import torch
 
 from ..bench import Autoregressive, DraftMethod, PromptLookup, SweepConfig, check_lossless, run_sweep, write_reports
 from ..bench.tune import TREE_CANDIDATES, draft_capture_layers, prefilled_once, tune_tree
-from ..draft import load_draft
 from ..errors import InvalidInputError
 from ..models import load_target
 from ..proposers import TreeConfig
 from ..synth import bounded_num_events, make_clip
 from ..targets import wrap_target
+from .drafts import read_draft
 
 BENCH_SEED_BASE = 300_000
 TUNING_CLIP = 1_000  # clip index of the tree-tuning input: far past any --clips count
@@ -65,10 +65,11 @@ def frames_for(model, make_inputs, tokens: int, frame_size) -> int:
 
 
 def load_drafts(folders: dict[str, str], target, device: str) -> dict:
-    """name -> draft, each loaded in the target's dtype and checked to be made for this target."""
+    """name -> draft (a `sparrow train` or EAGLE-3 folder), each loaded in the target's dtype and checked
+    to be made for this target."""
     drafts = {}
     for name, folder in folders.items():
-        drafts[name] = load_draft(folder, device=device, dtype=target.dtype)
+        drafts[name] = read_draft(folder, device=device, dtype=target.dtype)
         drafts[name].check_target(target)
     return drafts
 
@@ -88,7 +89,18 @@ def sample_maker(loaded, frame_size=(112, 112)):
     return make_sample
 
 
+def check_sweep(sweep: SweepConfig) -> None:
+    """Refuse a sweep that measures nothing (no clip, no length, a length below one token)."""
+    if sweep.clips < 1:
+        raise InvalidInputError(f"--clips must be at least 1, got {sweep.clips}")
+    if not sweep.visual_tokens or min(sweep.visual_tokens) < 1:
+        raise InvalidInputError(f"--visual-tokens must be positive lengths, got {list(sweep.visual_tokens)}")
+    if sweep.max_new_tokens < 1:
+        raise InvalidInputError(f"--max-new-tokens must be at least 1, got {sweep.max_new_tokens}")
+
+
 def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
+    check_sweep(opts.sweep)
     loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, language=opts.language)
     target = wrap_target(loaded.model)
     methods = [Autoregressive(loaded.model)]

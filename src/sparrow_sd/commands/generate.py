@@ -3,13 +3,19 @@
 Every input problem becomes a :class:`~sparrow_sd.errors.SparrowError` with
 one line saying what is wrong and what to do: a missing, empty, corrupt or
 non-video file and a video with no decodable frame (from
-:func:`~sparrow_sd.synth.read_video`), a video too long for the model's
+:func:`~sparrow_sd.video.read_video`), a video too long for the model's
 positions at the chosen sampling (with how many frames would fit), a draft
-trained for another target, an unknown model type.
+trained for another target, an unknown model type. A video that decodes
+short of what its container announces, or sampling that asks for more frames
+than the video has, is a warning on stderr and in the report's ``warnings``;
+the report also says how many frames decoded, how many were sampled and how
+long the video is. With ``progress``, bars on stderr follow the decoding of
+the video and the target's prefill (vision blocks, then decoder layers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -18,13 +24,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..draft import load_draft
-from ..errors import ContextLengthError
+from ..errors import ContextLengthError, InvalidInputError
 from ..generate import GenerationResult, SpeculativeGenerator
 from ..models import load_target
 from ..proposers import SparrowProposer, TreeConfig
-from ..synth import read_video
+from ..video import read_video
 from ..targets import wrap_target
+from .drafts import read_draft
 
 
 @dataclass
@@ -49,6 +55,7 @@ class GenerateOptions:
     compare: bool = False  # also decode without the draft: speedup and identity in the same run
     json: bool = False
     language: str | None = None
+    progress: bool = False  # bars on stderr for the video's decoding and the target's prefill
 
 
 def positions_needed(model, inputs, max_new_tokens: int, tree_nodes: int) -> int:
@@ -78,15 +85,22 @@ def check_context(model, make_inputs: Callable, question: str, frames: np.ndarra
                              f"tokens, but the model has {limit:,}; {advice}")
 
 
-def run_generate(opts: GenerateOptions, out=None) -> dict:
+def run_generate(opts: GenerateOptions, out=None, err=None) -> dict:
     """Decode and stream to ``out`` (default: standard output); returns the report (also printed as
-    JSON with ``opts.json``)."""
+    JSON with ``opts.json``). Warnings and progress go to ``err`` (default: standard error)."""
     out = out if out is not None else sys.stdout
-    video = read_video(opts.video, num_frames=opts.num_frames, fps=opts.fps)
+    err = err if err is not None else sys.stderr
+    if opts.compare and not opts.draft:
+        raise InvalidInputError("--compare decodes with the draft and again without it: give --draft")
+    with _bar(opts.progress, err, "decoding video", "frame") as bar:
+        video = read_video(opts.video, num_frames=opts.num_frames, fps=opts.fps, progress=bar.follow)
+    for warning in video.warnings:
+        err.write(f"sparrow: warning: {warning}\n")
+    err.flush()
     loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, language=opts.language)
     proposer = None
     if opts.draft:
-        draft = load_draft(opts.draft, device=opts.device, dtype=loaded.model.dtype)
+        draft = read_draft(opts.draft, device=opts.device, dtype=loaded.model.dtype)
         draft.check_target(wrap_target(loaded.model))
         proposer = SparrowProposer(draft, opts.tree)
     inputs = loaded.make_inputs(opts.prompt, video.frames)
@@ -95,8 +109,11 @@ def run_generate(opts: GenerateOptions, out=None) -> dict:
 
     emitted: list[int] = []
     shown = [""]
+    prefill = _PrefillProgress(loaded.model, inputs, err) if opts.progress else None
 
     def stream(new_tokens: list[int]) -> None:
+        if prefill is not None:
+            prefill.close()
         emitted.extend(new_tokens)
         text = loaded.decode(emitted)
         if not opts.json:
@@ -106,8 +123,12 @@ def run_generate(opts: GenerateOptions, out=None) -> dict:
 
     settings = dict(temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k, min_p=opts.min_p,
                     repetition_penalty=opts.repetition_penalty, seed=opts.seed)
-    result = SpeculativeGenerator(loaded.model, proposer).generate(
-        inputs, max_new_tokens=opts.max_new_tokens, on_tokens=stream, **settings)
+    try:
+        result = SpeculativeGenerator(loaded.model, proposer).generate(
+            inputs, max_new_tokens=opts.max_new_tokens, on_tokens=stream, **settings)
+    finally:
+        if prefill is not None:
+            prefill.close()
     report = _report(opts, video, result, loaded.decode(result.tokens))
     if opts.compare and proposer is not None:
         plain = SpeculativeGenerator(loaded.model).generate(inputs, max_new_tokens=opts.max_new_tokens, **settings)
@@ -121,11 +142,80 @@ def run_generate(opts: GenerateOptions, out=None) -> dict:
     return report
 
 
+class _NoBar:
+    def follow(self, done: int, total: int | None) -> None:
+        pass
+
+
+class _Bar:
+    """A tqdm bar on ``err`` that follows a (done, total) callback; a restarted count restarts the bar."""
+
+    def __init__(self, err, desc: str, unit: str):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=None, desc=desc, unit=unit, file=err, mininterval=0.2)
+
+    def follow(self, done: int, total: int | None) -> None:
+        if done < self.bar.n or (total and self.bar.total != total):
+            self.bar.reset(total=total)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@contextlib.contextmanager
+def _bar(enabled: bool, err, desc: str, unit: str):
+    if not enabled:
+        yield _NoBar()
+        return
+    bar = _Bar(err, desc, unit)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _largest_module_list(module) -> list:
+    lists = [m for m in module.modules() if isinstance(m, torch.nn.ModuleList)] if module is not None else []
+    return list(max(lists, key=len)) if lists else []
+
+
+class _PrefillProgress:
+    """A bar over the target's prefill: one tick per vision block, then per decoder layer (forward hooks,
+    removed as soon as the first token arrives)."""
+
+    def __init__(self, model, inputs, err):
+        from tqdm.auto import tqdm
+
+        target = wrap_target(model)
+        vision = getattr(target.base, "visual", None) or getattr(target.base, "vision_tower", None)
+        blocks = _largest_module_list(vision) + list(getattr(target.language_model, "layers", []))
+        tokens = int(inputs["input_ids"].shape[-1])
+        self.bar = tqdm(total=len(blocks) or None, desc=f"prefill of {tokens:,} tokens", unit="layer", file=err,
+                        mininterval=0.2)
+        self.hooks = [block.register_forward_hook(self._tick) for block in blocks]
+        self.closed = False
+
+    def _tick(self, *_):
+        if self.bar.total is None or self.bar.n < self.bar.total:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for hook in self.hooks:
+            hook.remove()
+        self.bar.close()
+
+
 def _report(opts: GenerateOptions, video, result: GenerationResult, text: str) -> dict:
     s = result.stats
     return {
         "text": text, "tokens": result.tokens, "new_tokens": len(result.tokens),
-        "frames": int(len(video.frames)), "visual_tokens": s.visual_tokens, "prompt_tokens": s.prompt_tokens,
+        "frames": int(len(video.frames)), **video.summary(),
+        "visual_tokens": s.visual_tokens, "prompt_tokens": s.prompt_tokens,
         "draft": opts.draft, "tau": s.tau, "target_prefill_s": s.target_prefill_s,
         "draft_prefill_s": s.draft_prefill_s, "decode_s": s.decode_s, "total_s": s.total_s,
         "decode_tokens_per_s": s.decode_tokens_per_s, "temperature": result.sampling.temperature,
@@ -134,10 +224,14 @@ def _report(opts: GenerateOptions, video, result: GenerationResult, text: str) -
 
 
 def _summary(r: dict) -> str:
-    parts = [f"{r['new_tokens']} tokens", f"{r['frames']} frames / {r['visual_tokens']:,} visual tokens",
+    length = f", {r['video_duration_s']:.1f} s" if r.get("video_duration_s") is not None else ""
+    parts = [f"{r['new_tokens']} tokens",
+             f"{r['frames']} of {r['decoded_frames']} decoded frames{length} / {r['visual_tokens']:,} visual tokens",
              f"prefill {r['target_prefill_s']:.2f}s", f"decode {r['decode_tokens_per_s']:.1f} tok/s"]
     if r["draft"]:
         parts.append(f"tau {r['tau']:.2f}")
+    if r.get("warnings"):
+        parts.append(f"{len(r['warnings'])} warning(s) about the video: see stderr")
     if "decode_speedup" in r:
         parts.append(f"decode speedup {r['decode_speedup']:.2f}x vs autoregressive")
         if r["identical_to_autoregressive"] is not None:

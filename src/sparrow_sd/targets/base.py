@@ -19,6 +19,7 @@ layer, from a forward hook, so no modeling file is forked.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -138,6 +139,8 @@ class TargetAdapter(ABC):
             )
         self._additive_mask = attn == "eager"
         self.layer_types, self.sliding_window = _attention_layout(self.text_config)
+        # transformers 5.24 renamed the forward's `past_key_values` to `cache` (the old name warns)
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(self.base.forward).parameters else "past_key_values"
 
     # -- facts about the model -------------------------------------------------------------------
     @property
@@ -246,7 +249,7 @@ class TargetAdapter(ABC):
             out = self.base(
                 input_ids=input_ids,
                 position_ids=positions.to(self.device),
-                past_key_values=self.cache,
+                **{self._cache_kwarg: self.cache},
                 use_cache=True,
                 **model_inputs,
             )
@@ -332,7 +335,7 @@ class TargetAdapter(ABC):
                     input_ids=tokens.to(self.device)[None],
                     position_ids=positions,
                     attention_mask=None if single else self._tree_attention_mask(tree_mask, depths),
-                    past_key_values=self.cache,
+                    **{self._cache_kwarg: self.cache},
                     use_cache=True,
                 )
         finally:

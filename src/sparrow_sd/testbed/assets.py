@@ -120,6 +120,9 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import AutoTokenizer, Qwen2ForCausalLM
 
+    from ..paths import require_extra
+
+    require_extra("gguf", "converting the testbed's GGUF (make assets)")
     verify_gguf(gguf)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = Qwen2ForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)

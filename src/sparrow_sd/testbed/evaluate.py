@@ -126,7 +126,7 @@ def evaluate_length(model, processor: TestbedProcessor, visual_tokens: int, clip
     size = processor.config.image_size
     began = time.perf_counter()
     scenes, texts, samples, token_lists, timings = [], [], [], [], []
-    for i in tqdm(range(clips), desc=f"{processor.num_video_tokens(frames)} visual tokens", leave=False):
+    for i in tqdm(range(clips), desc=f"{processor.num_video_tokens(frames)} visual tokens", leave=False, disable=None):
         seed = config.seed_base + i
         clip = make_clip(seed, num_frames=frames, height=size, width=size,
                          num_events=bounded_num_events(frames, config.max_events))

@@ -15,13 +15,20 @@ The reduced draft vocabulary (``d2t`` / ``t2d``) is the ``draft_vocab_size``
 most frequent tokens of the generated responses (plus the stop tokens).
 Training runs through ``accelerate`` (DDP across processes, mixed precision,
 gradient accumulation); checkpoints hold the draft, the optimizer and the
-step, and ``resume`` continues from the last one.
+step, and ``resume`` continues from the last one. SIGINT (Ctrl-C) or SIGTERM
+during training finishes the current step, writes a checkpoint and raises
+:class:`TrainingInterrupted`, which says how to resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import shutil
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,9 +40,9 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from ..draft import DraftConfig, SparrowDraft, build_draft_context, load_draft, save_draft
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, RunInterrupted
 from ..targets import wrap_target
-from .datagen import data_info
+from .datagen import check_data_shards, data_info, shard_ids
 from .schedule import warmup_cosine
 from .records import missing_for_mode, prefill_from_record, record_glimpse
 from .unroll import unroll
@@ -65,16 +72,58 @@ class DraftTrainConfig:
     seed: int = 0
 
 
+class TrainingInterrupted(RunInterrupted):
+    """Training stopped on a signal after writing a checkpoint at ``step`` into ``checkpoint``."""
+
+    def __init__(self, step: int, total: int, checkpoint: Path | None, signum: int):
+        where = f"checkpoint saved to {checkpoint}" if checkpoint else "no checkpoint written"
+        super().__init__(f"training interrupted ({signal.Signals(signum).name}) at step {step} of {total}; {where}; "
+                         "resume with the same command plus --resume", exit_code=128 + signum)
+        self.step, self.total, self.checkpoint, self.signum = step, total, checkpoint, signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """While training: SIGINT and SIGTERM set a flag (read between steps) instead of killing the run.
+
+    A second Ctrl-C while the checkpoint is written is honoured the usual way
+    (KeyboardInterrupt). Only the main thread can install handlers; elsewhere
+    the signals keep their handlers.
+    """
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum, frame):
+        if caught and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def checkpoint_path(out_dir: str | Path) -> Path:
+    """Where ``train_draft`` keeps the resumable checkpoint of ``out_dir``."""
+    return Path(out_dir) / "checkpoint"
+
+
+def has_checkpoint(out_dir: str | Path) -> bool:
+    return (checkpoint_path(out_dir) / "state.pt").is_file()
+
+
 class ShardIndex:
     """Lazy access to the records of a datagen folder (states stay on disk until used)."""
 
     def __init__(self, data_dir: str | Path):
         self.entries: list[tuple[Path, str]] = []
-        for path in sorted(Path(data_dir).glob("shard-*.safetensors")):
-            with safe_open(str(path), framework="pt") as handle:
-                self.entries += [(path, i) for i in json.loads(handle.metadata()["ids"])]
-        if not self.entries:
-            raise InvalidInputError(f"no data shards in {data_dir}; run `sparrow datagen` first")
+        for path in check_data_shards(data_dir):  # names a damaged shard instead of failing mid-training
+            self.entries += [(path, i) for i in shard_ids(path)]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -209,8 +258,10 @@ def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrai
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                               cpu=not torch.cuda.is_available())
     embed_weight = target.model.get_input_embeddings().weight.detach().float().cpu()
-    if resume and (out_dir / "checkpoint" / "state.pt").is_file():
-        draft = load_draft(out_dir / "checkpoint").float()
+    if resume and not has_checkpoint(out_dir):
+        log(f"no checkpoint in {checkpoint_path(out_dir)}: starting from step 0")
+    if resume and has_checkpoint(out_dir):
+        draft = load_draft(checkpoint_path(out_dir)).float()
         draft.check_target(target)
     else:
         draft_vocab = None
@@ -225,8 +276,8 @@ def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrai
     params = [p for p in draft.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     start_step = 0
-    if resume and (out_dir / "checkpoint" / "state.pt").is_file():
-        state = torch.load(out_dir / "checkpoint" / "state.pt")
+    if resume and has_checkpoint(out_dir):
+        state = torch.load(checkpoint_path(out_dir) / "state.pt")
         optimizer.load_state_dict(state["optimizer"])
         start_step = state["step"]
         log(f"resuming from step {start_step}")
@@ -235,36 +286,53 @@ def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrai
     embed_weight = embed_weight.to(accelerator.device)
     mine = train_ids[accelerator.process_index :: accelerator.num_processes]
     total = cfg.epochs * len(mine)
-    bar = tqdm(total=total, initial=start_step, desc="train draft", disable=not progress or not accelerator.is_main_process)
+    bar = tqdm(total=total, initial=start_step, desc="train draft",  # disable=None: shown on a terminal only
+               disable=None if progress and accelerator.is_main_process else True)
+    if start_step and hasattr(accelerator, "step"):
+        accelerator.step = start_step  # gradient accumulation keeps its boundaries across a resume
     running, agree_avg, started = None, None, time.time()
     step = 0
-    for epoch in range(cfg.epochs):
-        epoch_order = mine[:]
-        random.Random(cfg.seed + epoch).shuffle(epoch_order)
-        for index in epoch_order:
-            if step < start_step:
-                step += 1
-                continue
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * warmup_cosine(step, total, cfg.warmup)
-            with accelerator.accumulate(draft):
-                with accelerator.autocast():
-                    loss, agree, _ = sample_loss(core, data[index], embed_weight, cfg)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                optimizer.zero_grad()
-            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            agree_avg = agree if agree_avg is None else [0.98 * a + 0.02 * b for a, b in zip(agree_avg, agree)]
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.3f}", agree="/".join(f"{a:.2f}" for a in agree_avg))
-            if cfg.eval_every and step % cfg.eval_every == 0 and eval_ids and accelerator.is_main_process:
-                held = evaluate_agreement(core, [data[i] for i in eval_ids], embed_weight, cfg)
-                log(f"step {step}: held-out agreement per level {[round(a, 3) for a in held]}")
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and accelerator.is_main_process:
-                _checkpoint(core, optimizer, step, out_dir)
+    with _stop_on_signals() as caught:
+        try:
+            for epoch in range(cfg.epochs):
+                epoch_order = mine[:]
+                random.Random(cfg.seed + epoch).shuffle(epoch_order)
+                for index in epoch_order:
+                    if _should_stop(caught, accelerator):
+                        raise _Stop
+                    if step < start_step:
+                        step += 1
+                        continue
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.lr * warmup_cosine(step, total, cfg.warmup)
+                    with accelerator.accumulate(draft):
+                        with accelerator.autocast():
+                            loss, agree, _ = sample_loss(core, data[index], embed_weight, cfg)
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients:
+                            accelerator.clip_grad_norm_(params, 1.0)
+                        optimizer.step()
+                        optimizer.zero_grad()
+                    running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+                    agree_avg = agree if agree_avg is None else [0.98 * a + 0.02 * b for a, b in zip(agree_avg, agree)]
+                    step += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{running:.3f}", agree="/".join(f"{a:.2f}" for a in agree_avg))
+                    if cfg.eval_every and step % cfg.eval_every == 0 and eval_ids and accelerator.is_main_process:
+                        held = evaluate_agreement(core, [data[i] for i in eval_ids], embed_weight, cfg)
+                        log(f"step {step}: held-out agreement per level {[round(a, 3) for a in held]}")
+                    if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and accelerator.is_main_process:
+                        _checkpoint(core, optimizer, step, out_dir)
+            if _should_stop(caught, accelerator):  # a signal during the last step
+                raise _Stop
+        except _Stop:
+            bar.close()
+            saved = None
+            if accelerator.is_main_process and step > start_step:
+                saved = _checkpoint(core, optimizer, step, out_dir)
+            elif has_checkpoint(out_dir):
+                saved = checkpoint_path(out_dir)
+            raise TrainingInterrupted(step, total, saved, caught[0]) from None
     bar.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -279,10 +347,37 @@ def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrai
     return core.eval()
 
 
-def _checkpoint(draft, optimizer, step: int, out_dir: Path) -> None:
-    path = out_dir / "checkpoint"
-    save_draft(draft, path)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step}, path / "state.pt")
+def _should_stop(caught: list[int], accelerator) -> bool:
+    """Whether a signal arrived; under DDP every process must agree, or one would wait forever in
+    an all-reduce the others never join (one small collective per step, only with several processes)."""
+    if accelerator.num_processes == 1:
+        return bool(caught)
+    flag = torch.tensor([len(caught)], device=accelerator.device)
+    stop = bool(accelerator.reduce(flag, reduction="max").item())
+    if stop and not caught:
+        caught.append(signal.SIGTERM)  # stopped by another process's signal
+    return stop
+
+
+class _Stop(Exception):
+    """Raised inside the training loop when a signal asked it to stop."""
+
+
+def _checkpoint(draft, optimizer, step: int, out_dir: Path) -> Path:
+    """Write the checkpoint beside the old one, then swap it in: an interrupted write never
+    destroys the previous checkpoint."""
+    path = checkpoint_path(out_dir)
+    fresh = path.with_name(path.name + ".writing")
+    shutil.rmtree(fresh, ignore_errors=True)
+    save_draft(draft, fresh)
+    torch.save({"optimizer": optimizer.state_dict(), "step": step}, fresh / "state.pt")
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(fresh, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
 
 
 def _stop_ids(model) -> list[int]:
