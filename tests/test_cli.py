@@ -132,7 +132,7 @@ def test_generate_takes_the_generation_settings(tmp_path, mp4, capsys):
     assert greedy["sampling"] == {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "min_p": None, "repetition_penalty": 1.5}
     assert sampled["tokens"] == ref  # top-k 1 samples the argmax
     assert sampled["sampling"] == {"temperature": 0.7, "top_p": 0.9, "top_k": 1, "min_p": 0.1, "repetition_penalty": 1.5}
-    one_line_error(capsys, base + ["--top-p", "0"], "top_p must be in (0, 1]")
+    one_line_error(capsys, base + ["--top-p", "0"], "--top-p: must be in (0, 1]")
 
 
 def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):

@@ -228,7 +228,7 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
                         help="visual-token lengths to evaluate at (196 tokens per frame)")
     parser.add_argument("--clips", type=POSITIVE, nargs="+", default=list(default.clips),
                         help="held-out clips per length (one number for all, or one per length; at least 2)")
-    parser.add_argument("--max-new-tokens", type=POSITIVE, default=default.max_new_tokens)
+    parser.add_argument("--max-new-tokens", type=POSITIVE, default=default.max_new_tokens, help="longest description")
     parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                         help="evaluation dtype; auto: bf16 where the CPU has bf16 units (AMX, AVX512-BF16), else fp32")
     parser.add_argument("--json", default=None, help="also write the full report (every description) to this file")
@@ -583,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", default="runs/testbed/testbed_lora.safetensors",
                        help="LoRA file to write (a .json manifest is written beside it)")
     build.add_argument("--work", default=None, help="folder for the log and the resumable checkpoint")
-    build.add_argument("--seed", type=int, default=recipe.seed)
+    build.add_argument("--seed", type=int, default=recipe.seed, help="training seed")
     build.add_argument("--steps", type=POSITIVE, default=recipe.steps, help="training steps (one clip each)")
     build.add_argument("--lora-rank", type=POSITIVE, default=recipe.rank, help="rank of the language model's LoRA")
     build.add_argument("--lr", type=POSITIVE_FLOAT, default=recipe.lr, help="peak learning rate")
@@ -742,14 +742,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--fps", type=POSITIVE_FLOAT, default=None,
                           help="sample frames at this rate instead (at most each frame once)")
     generate.add_argument("--max-new-tokens", type=POSITIVE, default=256, help="longest answer")
-    generate.add_argument("--temperature", type=float, default=None,
+    generate.add_argument("--temperature", type=NON_NEGATIVE_FLOAT, default=None,
                           help="0: greedy, above 0: sample; unset, this and the next four come from the model's "
                                "generation config, as in its own generate()")
-    generate.add_argument("--top-p", type=float, default=None)
-    generate.add_argument("--top-k", type=int, default=None, help="0: off")
-    generate.add_argument("--min-p", type=float, default=None)
-    generate.add_argument("--repetition-penalty", type=float, default=None, help="1: off")
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--top-p", type=PROBABILITY, default=None, help="nucleus sampling mass")
+    generate.add_argument("--top-k", type=NON_NEGATIVE, default=None, help="0: off")
+    generate.add_argument("--min-p", type=PROBABILITY, default=None, help="drop tokens below this share of the top one")
+    generate.add_argument("--repetition-penalty", type=POSITIVE_FLOAT, default=None, help="1: off")
+    generate.add_argument("--seed", type=int, default=0, help="sampling seed")
     generate.add_argument("--compare", action="store_true",
                           help="with --draft: also decode without the draft, report the speedup and check the "
                                "outputs are identical")

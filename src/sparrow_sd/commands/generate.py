@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from ..errors import ContextLengthError, InvalidInputError
 from ..generate import GenerationResult, SpeculativeGenerator
