@@ -154,7 +154,7 @@ def evaluate_length(model, processor: TestbedProcessor, visual_tokens: int, clip
         blank_names_object=names_any_object(blank),
         event_recall=_mean([s["event_recall"] for s in samples]),
         seconds=round(time.perf_counter() - began, 1),
-        prefill_s=round(statistics.median(t.prefill_s for t in timings), 2),
+        prefill_s=float(statistics.median(t.prefill_s for t in timings)),
         decode_ms_per_token=_median([t.decode_ms_per_token for t in timings]),
         blank_text=blank,
         samples=samples,
