@@ -14,7 +14,8 @@ from .planner import MAX_DESCRIBED_EVENTS, bounded_num_events, default_num_event
 from .qa import QA, QA_KINDS, make_qa
 from .render import render_frames
 from .scene import Event, ObjectSpec, Scene
-from .video_io import (
+from .video_io import write_mp4
+from ..video import (  # user video decoding lives in sparrow_sd.video; re-exported for old callers
     CorruptVideoError,
     DecodedVideo,
     EmptyVideoFileError,
@@ -23,7 +24,6 @@ from .video_io import (
     VideoDecodeError,
     VideoNotFoundError,
     read_video,
-    write_mp4,
 )
 from .vocab import BACKGROUND, COLOURS, DIRECTIONS, EVENT_KINDS, PALETTE, SHAPES, SIZES
 

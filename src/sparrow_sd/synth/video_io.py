@@ -3,8 +3,8 @@
 The video model must be fed the same way at training and at serving time, so
 synthetic clips go through a real codec (H.264, yuv420p, as most videos in the
 wild) and come back through the same decoder and frame sampler a user's video
-would (:func:`sparrow_sd.video.read_video`, re-exported here and from
-``sparrow_sd.synth`` so existing callers keep working).
+would (:func:`sparrow_sd.video.read_video`, re-exported from ``sparrow_sd.synth``
+so existing callers keep working).
 """
 
 from __future__ import annotations
@@ -15,17 +15,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-
-from ..video import (  # noqa: F401  (re-exported: user video decoding moved to sparrow_sd.video)
-    CorruptVideoError,
-    DecodedVideo,
-    EmptyVideoFileError,
-    NoFramesError,
-    NoVideoStreamError,
-    VideoDecodeError,
-    VideoNotFoundError,
-    read_video,
-)
 
 
 def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float = 8.0,
