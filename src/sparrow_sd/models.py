@@ -40,9 +40,7 @@ def load_target(name: str, dtype: str = "fp32", device: str = "cpu", language: s
     if name.startswith("tiny:"):
         return _tiny(name.split(":", 1)[1], torch_dtype, device)
     if name == "testbed" or name.startswith("testbed:"):
-        from .paths import require_extra
         from .testbed import load_testbed
-
 
         weights = name.split(":", 1)[1] if ":" in name else "committed"
         model, processor = load_testbed(weights, language=language, dtype=torch_dtype)

@@ -35,9 +35,7 @@ def build_testbed_model(language: LanguageWeights, config: TestbedConfig,
     hf_config = testbed_hf_config(language.config.to_dict(), config.image_size, config.patch_size, image_id, video_id)
     with no_init_weights():
         model = LlavaOnevisionForConditionalGeneration(hf_config)
-    missing = model.model.language_model.load_state_dict(
-        {k[len("model."):]: v for k, v in language.state.items()}, strict=True)
-    del missing
+    model.model.language_model.load_state_dict({k[len("model."):]: v for k, v in language.state.items()}, strict=True)
     model.tie_weights()
     zero_unused_vision(model)
     embed = model.get_input_embeddings().weight

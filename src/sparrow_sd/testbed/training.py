@@ -27,7 +27,6 @@ enough to commit, and step ``k`` always draws the same clip.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -231,7 +230,3 @@ def train_lora(model, processor: TestbedProcessor, config: TrainConfig, checkpoi
 def thread_count() -> int:
     """Threads for training: all cores unless ``OMP_NUM_THREADS`` says otherwise."""
     return int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
-
-
-def recipe_json(config: TrainConfig) -> str:
-    return json.dumps(config.to_dict(), sort_keys=True)
