@@ -93,3 +93,46 @@ def test_lora_sits_on_the_upper_layers_and_merges_exactly():
         lora.merge()
         merged = answer_loss(model, example)
     torch.testing.assert_close(hooked, merged, rtol=1e-4, atol=1e-5)
+
+
+def test_a_second_stage_continues_the_first_with_recomputed_activations(tmp_path):
+    """The long stage starts from the base LoRA (not from zero); recomputing activations changes no gradient."""
+    processor = TinyTestbedProcessor()
+    long = dataclasses.replace(TINY, steps=2, seed=1, frames=(5,), frame_weights=(1,), blank_prob=0.0)
+    model = build_tiny_testbed(seed=0)
+    base = train_lora(model, processor, TINY, log=lambda s: None)
+    after_base = {k: v.clone() for k, v in base.state().items()}
+    results = {}
+    for recompute in (False, True):
+        model = build_tiny_testbed(seed=0)
+        first = train_lora(model, processor, TINY, checkpoint_path=tmp_path / "base.pt", log=lambda s: None)
+        for key, value in first.state().items():
+            torch.testing.assert_close(value, after_base[key])  # resumed from the finished base checkpoint
+        recipe = dataclasses.replace(long, checkpoint_activations=recompute)
+        results[recompute] = train_lora(model, processor, recipe, log=lambda s: None, lora=first).state()
+        assert not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    for key in after_base:
+        torch.testing.assert_close(results[True][key], results[False][key], rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(results[True][k], after_base[k]) for k in after_base)
+    fresh = train_lora(build_tiny_testbed(seed=0), processor, long, log=lambda s: None).state()
+    assert any(not torch.allclose(fresh[k], results[False][k]) for k in fresh)
+
+
+def test_a_stage_refuses_a_lora_of_another_shape():
+    processor = TinyTestbedProcessor()
+    model = build_tiny_testbed(seed=0)
+    lora = train_lora(model, processor, dataclasses.replace(TINY, steps=1), log=lambda s: None)
+    with pytest.raises(InvalidInputError, match="another rank"):
+        train_lora(model, processor, dataclasses.replace(TINY, rank=8), log=lambda s: None, lora=lora)
+
+
+def test_an_older_checkpoint_without_the_newer_recipe_fields_still_resumes(tmp_path):
+    processor = TinyTestbedProcessor()
+    short = dataclasses.replace(TINY, steps=1)
+    train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=tmp_path / "ck.pt", log=lambda s: None)
+    saved = torch.load(tmp_path / "ck.pt", weights_only=True)
+    del saved["config"]["checkpoint_activations"]
+    torch.save(saved, tmp_path / "ck.pt")
+    lines = []
+    train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=tmp_path / "ck.pt", log=lines.append)
+    assert lines == ["resumed at step 1 of 1"]

