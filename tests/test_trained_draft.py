@@ -54,7 +54,6 @@ def test_a_trained_draft_is_accepted_deep_and_stays_lossless(trained, shape):
             longest = max(longest, max(result.stats.accepted_per_step))
             rand = SpeculativeGenerator(model, SparrowProposer(tiny_draft(model, seed=i), shape))
             random_taus.append(rand.generate(sample.inputs, max_new_tokens=NEW_TOKENS).stats.tau)
-    print("TAUS", shape, taus, random_taus, longest)
     mean, random_mean = sum(taus) / len(taus), sum(random_taus) / len(random_taus)
     assert mean > 1.5 and mean > random_mean + 0.5, f"trained tau {taus}, random tau {random_taus}"
-    assert longest >= 4, "some step should accept a path four tokens deep"
+    assert longest >= 4, "some step should emit four tokens (three candidates accepted, and the bonus)"
