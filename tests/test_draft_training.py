@@ -13,7 +13,7 @@ from sparrow_sd.testing.drafts import tiny_draft
 from sparrow_sd.training.datagen import DatagenConfig, Sample, completed_ids, run_datagen
 from sparrow_sd.training.records import hidden_positions, prefill_from_record, record_glimpse
 from sparrow_sd.training.shards import DataShards
-from sparrow_sd.training.trainer import DraftTrainConfig, build_draft_vocab, sample_loss, train_draft
+from sparrow_sd.training.trainer import DraftTrainConfig, build_draft_vocab, prompt_items, sample_loss, train_draft
 
 ARCH = "qwen2_vl"
 
@@ -90,6 +90,10 @@ def test_record_holds_the_targets_response_and_states(data):
         assert torch.equal(live.source, rebuilt.source)
         assert torch.allclose(live.embeds.float(), rebuilt.embeds, atol=3e-2, rtol=1e-2)
         assert torch.allclose(live.hidden.float(), rebuilt.hidden, atol=3e-2, rtol=1e-2)
+        # training pins in the draft's window the items inference pins: the prompt's own
+        inference = build_draft_context(wrap_target(model).prefill(sample.inputs, room=1, capture_layers=[1]),
+                                         draft.config)
+        assert prompt_items(rebuilt, record) == len(inference)
 
 
 def test_draft_vocab_is_the_most_frequent_response_tokens(data):

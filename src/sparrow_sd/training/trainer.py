@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..draft import DraftConfig, SparrowDraft, build_draft_context, load_draft, save_draft
+from ..draft import DraftConfig, DraftContext, SparrowDraft, build_draft_context, load_draft, save_draft
 from ..errors import InvalidInputError
 from ..sampling import default_eos_ids
 from ..targets import TargetAdapter, wrap_target
@@ -120,6 +120,14 @@ def draft_config_for(target, cfg: DraftTrainConfig, ivsb_layer: int,
     )
 
 
+def prompt_items(context: DraftContext, record: dict[str, torch.Tensor]) -> int:
+    """How many of the draft's items (glimpse items included) come from the prompt: the items
+    inference builds from the prompt alone, and pins in the draft's window."""
+    response = record["loss_mask"].bool().nonzero()
+    prompt_length = int(response[0]) if response.numel() else record["loss_mask"].numel()
+    return int((context.source < prompt_length).sum())
+
+
 def sample_loss(draft: SparrowDraft, record: dict[str, torch.Tensor], embed_weight: torch.Tensor,
                 cfg: DraftTrainConfig) -> tuple[torch.Tensor, list[float], int]:
     """(loss, per-level greedy agreement, supervised positions) for one record."""
@@ -140,9 +148,7 @@ def sample_loss(draft: SparrowDraft, record: dict[str, torch.Tensor], embed_weig
         target_state = prefill.hidden[source[where]]
         target_logp = F.log_softmax(draft.lm_head(target_state).float(), dim=-1)
         truth = ids[nxt[where]]
-    prompt_length = int(record["loss_mask"].bool().nonzero()[0])  # labelled: the response is not empty
-    levels = unroll(draft, context.embeds, context.hidden, cfg.mtp_steps,
-                    prompt_items=int((source < prompt_length).sum()))
+    levels = unroll(draft, context.embeds, context.hidden, cfg.mtp_steps, prompt_items=prompt_items(context, record))
     loss = torch.zeros((), dtype=torch.float32, device=ids.device)
     agree = []
     norm = sum(cfg.step_decay**k for k in range(cfg.mtp_steps))
