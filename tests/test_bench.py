@@ -33,6 +33,7 @@ def make_sample(model):
     return sample
 
 
+@pytest.mark.slow
 def test_quick_sweep_fills_every_field_and_writes_the_files(tmp_path):
     model = tiny_model(ARCH)
     tree = TreeConfig(depth=3, top_k=2, total_tokens=6)

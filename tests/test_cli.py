@@ -135,6 +135,7 @@ def test_generate_takes_the_generation_settings(tmp_path, mp4, capsys):
     one_line_error(capsys, base + ["--top-p", "0"], "--top-p: must be in (0, 1]")
 
 
+@pytest.mark.slow
 def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
     from sparrow_sd.models import load_target
 

@@ -109,6 +109,7 @@ def exact_marginals_hf(model, inputs):
     return p1, p2, p3 / p3.sum()
 
 
+@pytest.mark.slow
 def test_sampling_with_every_supported_setting_follows_the_target_distribution():
     arch = "qwen2_vl"
     model = build_tiny_model(arch, seed=4, vocab_size=V)

@@ -250,6 +250,7 @@ def _wait_for(predicate, process, timeout=120):
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_train_saves_a_checkpoint_and_says_how_to_resume(world, tmp_path, capsys):
     out = tmp_path / "draft"
     argv = ["train", "--model", "tiny:qwen2_vl", "--data", str(world["data"]), "--out", str(out), "--epochs", "5000",
@@ -272,6 +273,7 @@ def test_ctrl_c_during_train_saves_a_checkpoint_and_says_how_to_resume(world, tm
     assert code == 0 and f"resuming from step {state['step']}" in stdout
 
 
+@pytest.mark.slow
 def test_sigterm_during_datagen_keeps_finished_samples_and_is_one_line(tmp_path, capsys):
     out = tmp_path / "data"
     argv = ["datagen", "--model", "tiny:qwen2_vl", "--out", str(out), "--count", "400", "--frames", "2",
@@ -335,6 +337,7 @@ def test_sampling_never_duplicates_frames_and_reports_what_it_took(world, flags,
     assert code == 0 and "8 of 8 decoded frames, 1.0 s" in out
 
 
+@pytest.mark.slow
 def test_decoding_keeps_only_the_sampled_frames_in_memory(tmp_path):
     """Peak memory while sampling 16 frames of a 400-frame 480x480 video stays far below the decoded
     video's size (~140 MB in YUV); the file is written here, decoded in a fresh process that measures."""

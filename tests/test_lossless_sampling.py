@@ -69,6 +69,7 @@ def pvalue(samples, probs):
     return chisquare(obs, exp).pvalue
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.8, 0.9)])
 def test_sampled_tokens_follow_the_target_distribution(temperature, top_p):
     arch = "qwen2_vl"

@@ -91,6 +91,7 @@ def h264_clips(tmp_path_factory):
 
 # --- exactness on SynthVideo ----------------------------------------------------
 
+@pytest.mark.slow
 def test_h264_round_trip_is_at_least_99_percent_exact(h264_clips):
     results = [(seed, read_video_lines(decoded), truth_lines(clip.scene, 112, 112))
                for seed, clip, decoded in h264_clips]
