@@ -87,6 +87,7 @@ def test_video_longer_than_the_context_says_how_many_frames_fit():
         model.config.text_config.max_position_embeddings = old
 
 
+@pytest.mark.slow
 def test_draft_for_another_target(tmp_path, mp4, capsys):
     needs_testbed()
     folder = save_draft(tiny_draft(tiny_model("qwen2_vl"), "none"), tmp_path / "draft")
@@ -94,6 +95,7 @@ def test_draft_for_another_target(tmp_path, mp4, capsys):
                    "draft does not fit this target")
 
 
+@pytest.mark.slow
 def test_generate_a_real_mp4_end_to_end(mp4, capsys):
     """Testbed target, a real H.264 file through PyAV, streamed; equals the model's own generate()."""
     needs_testbed()
@@ -163,6 +165,7 @@ def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
     one_line_error(capsys, ["bench", "--model", "tiny:qwen2_vl", "--draft", "nonsense"], "NAME=FOLDER")
 
 
+@pytest.mark.slow
 def test_testbed_demo_streams_and_reports_a_measured_comparison(tmp_path, capsys):
     """The demo's path on the real testbed (untrained weights and a random draft stand in for the committed ones)."""
     require_language()

@@ -119,6 +119,7 @@ def test_processor_resizes_and_refuses_bad_frames(real):
         processor("x", np.zeros((2, 8, 8, 3), np.float32))
 
 
+@pytest.mark.slow
 def test_real_testbed_generate_matches_the_engine(real):
     from sparrow_sd.generate import SpeculativeGenerator
 
