@@ -87,8 +87,8 @@ class TrainConfig:
 
 
 LONG_STAGE = TrainConfig(
-    steps=12, lr=1.5e-4, warmup=2, frames=(48, 72, 96), frame_weights=(1, 1, 1),
-    blank_prob=0.2, seed=1, checkpoint_activations=True,
+    steps=6, lr=2e-4, warmup=1, frames=(48, 72, 96), frame_weights=(1, 1, 1),
+    blank_prob=0.2, seed=7, checkpoint_activations=True,
 )
 """The second stage: the base LoRA continued on 9k-19k-token clips (and long blank videos).
 
