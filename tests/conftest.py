@@ -23,6 +23,17 @@ def prompt_inputs(model, arch: str, seed: int, frames: int = 4, before: int = 5,
     return make_video_inputs(arch, model, num_frames=frames, prompt_ids_before=pre, prompt_ids_after=post, seed=seed)
 
 
+def appended(inputs, tokens) -> dict:
+    """The prompt with ``tokens`` (1-D) appended as text, every per-token input extended."""
+    tokens = torch.as_tensor(tokens, dtype=inputs["input_ids"].dtype)
+    out = dict(inputs)
+    out["input_ids"] = torch.cat([inputs["input_ids"], tokens[None]], dim=1)
+    out["attention_mask"] = torch.ones_like(out["input_ids"])
+    if inputs.get("mm_token_type_ids") is not None:
+        out["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(tokens)[None]], dim=1)
+    return out
+
+
 def hf_greedy(model, inputs, max_new_tokens: int, eos_token_id=None) -> list[int]:
     kwargs = {} if eos_token_id is None else {"eos_token_id": eos_token_id}
     out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, **kwargs)

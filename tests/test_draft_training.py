@@ -4,15 +4,16 @@ import json
 
 import pytest
 import torch
-from conftest import prompt_inputs, tiny_model
+from conftest import appended, prompt_inputs, tiny_model
 
 from sparrow_sd.draft import build_draft_context, load_draft
 from sparrow_sd.errors import InvalidInputError
 from sparrow_sd.targets import wrap_target
 from sparrow_sd.testing.drafts import tiny_draft
-from sparrow_sd.training.datagen import DatagenConfig, Sample, completed_ids, read_shards, run_datagen
+from sparrow_sd.training.datagen import DatagenConfig, Sample, completed_ids, run_datagen
 from sparrow_sd.training.records import hidden_positions, prefill_from_record, record_glimpse
-from sparrow_sd.training.trainer import DraftTrainConfig, ShardIndex, build_draft_vocab, sample_loss, train_draft
+from sparrow_sd.training.shards import DataShards
+from sparrow_sd.training.trainer import DraftTrainConfig, build_draft_vocab, prompt_items, sample_loss, train_draft
 
 ARCH = "qwen2_vl"
 
@@ -50,13 +51,13 @@ def test_datagen_resumes_without_duplicates_or_losses(tmp_path):
     assert completed_ids(tmp_path) == {f"s{i}" for i in range(5)}
     written = run_datagen(model, all_samples, tmp_path, cfg, progress=False)
     assert written == 2
-    ids = [i for i, _ in read_shards(tmp_path)]
+    ids = DataShards(tmp_path).ids
     assert sorted(ids) == sorted(s.id for s in all_samples) and len(ids) == len(set(ids))
     # ranks split the samples between them
     split = tmp_path / "split"
     for rank in range(2):
         run_datagen(model, all_samples, split, cfg, rank=rank, world=2, progress=False)
-    assert sorted(i for i, _ in read_shards(split)) == sorted(s.id for s in all_samples)
+    assert sorted(DataShards(split).ids) == sorted(s.id for s in all_samples)
     with pytest.raises(InvalidInputError, match="other settings"):
         run_datagen(model, all_samples, tmp_path, DatagenConfig(max_new_tokens=7), progress=False)
 
@@ -65,19 +66,14 @@ def test_record_holds_the_targets_response_and_states(data):
     model, out, cfg = data
     target = wrap_target(model)
     sample = samples(model, 1)[0]
-    record = dict(read_shards(out))["s0"]
+    record = dict(DataShards(out).items())["s0"]
     prompt_len = sample.inputs["input_ids"].shape[1]
     response = record["input_ids"][prompt_len:].tolist()
     expected = model.generate(**sample.inputs, do_sample=False, max_new_tokens=12)[0, prompt_len:].tolist()
     assert response == expected  # the target wrote it, greedy
     assert record["loss_mask"].sum() == len(response) and not record["loss_mask"][:prompt_len].any()
     # states: exactly the target's, at text positions and the one before text, never all positions
-    full = dict(sample.inputs)
-    full["input_ids"] = record["input_ids"].long()[None]
-    full["attention_mask"] = torch.ones_like(full["input_ids"])
-    full["mm_token_type_ids"] = torch.cat([sample.inputs["mm_token_type_ids"],
-                                           torch.zeros(1, len(response), dtype=torch.long)], 1)
-    prefill = target.prefill(full, room=1, capture_layers=[1])
+    prefill = target.prefill(appended(sample.inputs, response), room=1, capture_layers=[1])
     where = hidden_positions(prefill.visual_mask)
     assert record["hidden"].shape[0] == where.numel() < record["input_ids"].numel()
     assert torch.allclose(record["hidden"].float(), prefill.hidden[where].float(), atol=2e-2, rtol=1e-2)
@@ -94,11 +90,15 @@ def test_record_holds_the_targets_response_and_states(data):
         assert torch.equal(live.source, rebuilt.source)
         assert torch.allclose(live.embeds.float(), rebuilt.embeds, atol=3e-2, rtol=1e-2)
         assert torch.allclose(live.hidden.float(), rebuilt.hidden, atol=3e-2, rtol=1e-2)
+        # training pins in the draft's window the items inference pins: the prompt's own
+        inference = build_draft_context(wrap_target(model).prefill(sample.inputs, room=1, capture_layers=[1]),
+                                         draft.config)
+        assert prompt_items(rebuilt, record) == len(inference)
 
 
 def test_draft_vocab_is_the_most_frequent_response_tokens(data):
     model, out, _ = data
-    records = [r for _, r in read_shards(out)]
+    records = list(DataShards(out))
     vocab = build_draft_vocab(records, 10, 128, always={127})
     assert vocab.numel() == 10 and 127 in vocab.tolist()
     counts = torch.bincount(torch.cat([r["input_ids"].long()[r["loss_mask"]] for r in records]), minlength=128)
@@ -110,7 +110,7 @@ def test_training_lowers_the_loss_and_saves_a_loadable_draft(data, tmp_path):
     model, out, _ = data
     cfg = DraftTrainConfig(epochs=6, lr=3e-3, warmup=2, grad_accum=1, mtp_steps=2, draft_vocab_size=48,
                            eval_every=0, checkpoint_every=20, intermediate_size=64)
-    index = ShardIndex(out)
+    index = DataShards(out)
     embed = model.get_input_embeddings().weight.float()
     draft = train_draft(model, out, tmp_path / "draft", cfg, progress=False, log=lambda m: None)
     trained = [sample_loss(draft, index[i], embed, cfg)[0].item() for i in range(len(index))]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import hf_greedy, prompt_inputs, tiny_model
+from conftest import appended, hf_greedy, prompt_inputs, tiny_model
 from safetensors.torch import load_file
 
 from sparrow_sd.cli import main
@@ -18,7 +18,8 @@ from sparrow_sd.targets import wrap_target
 from sparrow_sd.testing.drafts import tiny_draft
 from sparrow_sd.training.datagen import DatagenConfig, Sample, run_datagen
 from sparrow_sd.training.records import prefill_from_record
-from sparrow_sd.training.trainer import DraftTrainConfig, ShardIndex, sample_loss, train_draft
+from sparrow_sd.training.shards import DataShards
+from sparrow_sd.training.trainer import DraftTrainConfig, sample_loss, train_draft
 
 AUX = (0, 1, 2)  # the tiny targets have three layers
 
@@ -102,12 +103,7 @@ def test_verify_captures_the_same_aux_states_as_a_prefill():
     target = wrap_target(model)
     inputs = prompt_inputs(model, "qwen2_vl", seed=2, frames=4)
     extra = torch.tensor([9, 11, 13])
-    whole = dict(inputs, input_ids=torch.cat([inputs["input_ids"], extra[None]], 1))
-    if "attention_mask" in whole:
-        whole["attention_mask"] = torch.ones_like(whole["input_ids"])
-    if inputs.get("mm_token_type_ids") is not None:
-        whole["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros(1, 3, dtype=torch.long)], 1)
-    full = target.prefill(whole, room=1, capture_layers=AUX)
+    full = target.prefill(appended(inputs, extra), room=1, capture_layers=AUX)
     target.prefill(inputs, room=8, capture_layers=AUX)
     chain = torch.ones(3, 3, dtype=torch.bool).tril()
     out = target.verify(extra, chain, torch.arange(3), capture_layers=AUX)
@@ -139,17 +135,13 @@ def aux_data(tmp_path_factory):
 
 def test_aux_records_rebuild_the_targets_aux_states(aux_data):
     model, out = aux_data
-    record = ShardIndex(out)[0]
+    record = DataShards(out)[0]
     assert record["aux"].shape == (record["hidden_positions"].numel(), 3 * 64)
     rebuilt = prefill_from_record(record, model.get_input_embeddings().weight.float(), None, aux_layers=AUX)
-    ids = record["input_ids"].long()[None]
     target = wrap_target(model)
     inputs = prompt_inputs(model, "qwen2_vl", seed=0, frames=4)
-    whole = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids))
-    if inputs.get("mm_token_type_ids") is not None:
-        pad = ids.shape[1] - inputs["input_ids"].shape[1]
-        whole["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros(1, pad, dtype=torch.long)], 1)
-    live = target.prefill(whole, room=1, capture_layers=AUX)
+    response = record["input_ids"][inputs["input_ids"].shape[1]:]
+    live = target.prefill(appended(inputs, response), room=1, capture_layers=AUX)
     where = record["hidden_positions"].long()
     for layer in AUX:  # stored in bf16
         torch.testing.assert_close(rebuilt.layer_hidden[layer][where], live.layer_hidden[layer][where].float(),
@@ -162,7 +154,7 @@ def test_eagle3_trains_saves_and_exports(aux_data, tmp_path):
                            draft_vocab_size=48, eval_every=0, checkpoint_every=0, intermediate_size=64)
     draft = train_draft(model, out, tmp_path / "draft", cfg, progress=False, log=lambda m: None)
     assert draft.config.architecture == "eagle3" and draft.config.aux_layers == AUX
-    index = ShardIndex(out)
+    index = DataShards(out)
     embed = model.get_input_embeddings().weight.float()
     fresh = eagle3_draft(model, draft_vocab=draft.to_target_ids(torch.arange(48)), intermediate_size=64).float()
     trained = sum(sample_loss(draft, index[i], embed, cfg)[0].item() for i in range(len(index)))

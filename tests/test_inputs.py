@@ -28,6 +28,7 @@ from sparrow_sd.draft.export import export_eagle3
 from sparrow_sd.synth import make_clip, read_video, write_mp4
 from sparrow_sd.testing.drafts import tiny_draft
 from sparrow_sd.training.datagen import DatagenConfig, completed_ids, run_datagen
+from sparrow_sd.training.shards import DataShards
 from sparrow_sd.training.sources import synth_samples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,9 +232,7 @@ def test_datagen_resume_after_a_gap_or_a_damaged_shard_loses_nothing(tmp_path, c
     # and once whole, a rerun writes nothing
     code, stdout, _ = run_cli(capsys, argv)
     assert code == 0 and "0 samples written" in stdout and "12 already present" in stdout
-    from sparrow_sd.training.datagen import read_shards
-
-    ids = [i for i, _ in read_shards(out)]
+    ids = DataShards(out).ids
     assert sorted(ids) == sorted(expected)
 
 

@@ -6,17 +6,13 @@ window make a node's far ancestors fall out of it, which is where a mask that le
 every node see the whole cache and all its ancestors goes wrong.
 """
 
-from types import SimpleNamespace
-
 import pytest
-import torch
 from conftest import hf_greedy, prompt_inputs
 
 from sparrow_sd.errors import UnsupportedModelError
 from sparrow_sd.generate import SpeculativeGenerator
 from sparrow_sd.proposers import SparrowProposer, TreeConfig
 from sparrow_sd.targets import wrap_target
-from sparrow_sd.targets.base import _attention_layout
 from sparrow_sd.testing import build_tiny_model
 from sparrow_sd.testing.drafts import tiny_draft
 from sparrow_sd.testing.oracle import OracleProposer
@@ -44,11 +40,18 @@ def test_sliding_window_target_matches_generate(arch, attn):
 
 
 def test_attention_layout_is_read_from_the_config():
-    full = SimpleNamespace(num_hidden_layers=2, layer_types=["full_attention"] * 2, sliding_window=None)
-    assert _attention_layout(full) == (("full_attention", "full_attention"), None)
-    sliding = SimpleNamespace(num_hidden_layers=2, layer_types=["full_attention", "sliding_attention"], sliding_window=8)
-    assert _attention_layout(sliding)[1] == 8
+    """The adapter reads each layer's attention type and the window from the text config, and
+    refuses a layer type or a window it cannot mask exactly."""
+    model = build_tiny_model("qwen2_vl")  # its own copy: the config is edited below
+    text = model.config.get_text_config()
+    layers = text.num_hidden_layers
+    target = wrap_target(model)
+    assert target.layer_types == ("full_attention",) * layers and target.sliding_window is None
+    text.layer_types, text.sliding_window = ["full_attention"] + ["sliding_attention"] * (layers - 1), 8
+    assert wrap_target(model).sliding_window == 8
+    text.layer_types = ["chunked_attention"] * layers
     with pytest.raises(UnsupportedModelError, match="chunked_attention"):
-        _attention_layout(SimpleNamespace(num_hidden_layers=1, layer_types=["chunked_attention"], sliding_window=8))
+        wrap_target(model)
+    text.layer_types, text.sliding_window = ["sliding_attention"] * layers, None
     with pytest.raises(UnsupportedModelError, match="sliding_window=None"):
-        _attention_layout(SimpleNamespace(num_hidden_layers=1, layer_types=["sliding_attention"], sliding_window=None))
+        wrap_target(model)

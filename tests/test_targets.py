@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import prompt_inputs, tiny_model
+from conftest import appended, prompt_inputs, tiny_model
 
 from sparrow_sd.errors import CacheCapacityError, InvalidInputError, UnsupportedModelError, VideoTokenMismatchError
 from sparrow_sd.generate import SpeculativeGenerator
@@ -22,16 +22,6 @@ def test_prefill_matches_plain_forward(arch):
     torch.testing.assert_close(pre.hidden, ref.hidden_states[-1][0])
     torch.testing.assert_close(pre.layer_hidden[1], ref.hidden_states[2][0])  # [0] is the embeddings
     assert pre.visual_mask.sum() == (inputs["input_ids"] == model.config.video_token_id).sum()
-
-
-def appended(inputs, tokens):
-    """The prompt with ``tokens`` appended as text, every per-token input extended."""
-    out = dict(inputs)
-    out["input_ids"] = torch.cat([inputs["input_ids"], tokens[None]], dim=1)
-    out["attention_mask"] = torch.ones_like(out["input_ids"])
-    if "mm_token_type_ids" in inputs:
-        out["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(tokens)[None]], dim=1)
-    return out
 
 
 def test_tree_verify_equals_sequential_decoding(arch):

@@ -53,3 +53,43 @@ def test_unroll_feeds_the_drafts_own_states():
     b = unroll(draft, embeds, changed, steps=2)
     assert not torch.allclose(a[0].hidden[5], b[0].hidden[5])  # level 0 reads it
     assert torch.allclose(a[1].hidden[5], b[1].hidden[5])  # level 1 reads the draft's output for item 4 instead
+
+
+@pytest.mark.parametrize("prompt_items", [2, 5])  # 2 fit in half the window (pinned), 5 do not
+def test_training_applies_the_inference_window(prompt_items):
+    """On a sequence three times longer than the draft's window, every unroll level gives the
+    logits the proposer computes at inference: the committed sequence extended in chunks through
+    the draft's KV cache, then a chain grown on the draft's own states."""
+    window, n, steps = 6, 18, 3
+    torch.manual_seed(2)
+    draft = tiny_draft(tiny_model("qwen2_vl"), "none", window=window).float()
+    size = draft.config.hidden_size
+    embeds, hidden = torch.randn(n, size), torch.randn(n, size)
+    levels = unroll(draft, embeds, hidden, steps=steps, prompt_items=prompt_items)
+    unwindowed = unroll(tiny_draft(tiny_model("qwen2_vl"), "none", window=None).float(), embeds, hidden, steps=steps,
+                        prompt_items=prompt_items)
+    assert not torch.allclose(levels[0].logits[-1], unwindowed[0].logits[-1], atol=1e-3), "the window must matter"
+
+    for committed in range(prompt_items + 1, n):
+        kv = draft.new_cache(64, "cpu", torch.float32)
+        kv.pin_prefix(prompt_items)
+        done = 0
+        for end in [prompt_items + 1, *range(prompt_items + 4, committed, 3), committed]:  # start, advances
+            if end <= done:
+                continue
+            out, logits = draft(embeds[done:end], hidden[done:end], kv, kv.plan_extend(end - done))
+            torch.testing.assert_close(logits, levels[0].logits[done:end], atol=1e-4, rtol=1e-4)
+            done = end
+        parent = out[-1:]
+        for depth in range(1, min(steps, n - committed + 1)):
+            item = committed - 1 + depth
+            plan = kv.plan_tree(torch.tensor([depth]), torch.ones(1, depth, dtype=torch.bool))
+            parent, logits = draft(embeds[item : item + 1], parent, kv, plan)
+            torch.testing.assert_close(logits[0], levels[depth].logits[item], atol=1e-4, rtol=1e-4)
+
+
+def test_unroll_mask_applies_the_window():
+    m = unroll_mask(10, 1, window=4, pinned=1)
+    # item 9 at level 1: committed items <= 8 within the window (9 - k < 3) or pinned (item 0), then itself
+    assert m[9].nonzero().squeeze(-1).tolist() == [0, 7, 8, 10 + 9]
+    assert torch.equal(unroll_mask(6, 2, window=None), unroll_mask(6, 2))

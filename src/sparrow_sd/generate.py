@@ -26,7 +26,7 @@ import torch
 
 from .errors import InvalidInputError, ProposerError
 from .proposers import NullProposer, Proposer
-from .sampling import SamplingConfig, prefix_mask, process_logits
+from .sampling import SamplingConfig, default_eos_ids, prefix_mask, process_logits
 from .targets import TargetAdapter, wrap_target
 from .verify import verify_greedy, verify_sampling
 
@@ -70,13 +70,6 @@ class GenerationResult:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the settings decoding used
 
 
-def _eos_ids(model) -> set[int]:
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        return set()
-    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
-
-
 class SpeculativeGenerator:
     """Generates from a Video LLM with a proposer; output identical to the model's own.
 
@@ -87,7 +80,7 @@ class SpeculativeGenerator:
     def __init__(self, target, proposer: Proposer | None = None, eos_token_ids: set[int] | None = None):
         self.target: TargetAdapter = wrap_target(target)
         self.proposer = proposer or NullProposer()
-        self.eos = _eos_ids(self.target.model) if eos_token_ids is None else set(eos_token_ids)
+        self.eos = default_eos_ids(self.target.model) if eos_token_ids is None else set(eos_token_ids)
 
     def _sync(self):
         if self.target.device.type == "cuda":

@@ -113,6 +113,15 @@ class SamplingConfig:
                    repetition_penalty=penalty)
 
 
+def default_eos_ids(model) -> set[int]:
+    """The stop tokens ``generate()`` uses by default: ``model.generation_config.eos_token_id``
+    (one id or a list), as a set; empty when the model declares none."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
 def _refuse_unsupported(config, sample: bool, prompt_length: int | None) -> None:
     """One line naming the first generation-config setting that ``generate()`` would act on and we do not."""
     def get(name, default=None):

@@ -19,7 +19,8 @@ window) or ``q - k < window - pinned``. A tree node sees its ancestors by the sa
 rule, at the positions they would take if accepted, so a node deeper than the
 window sees only the ancestors within it (and, past ``window - pinned``, no
 committed item but the pinned ones). Only the visible slots are read, so a step
-costs the same however long the sequence grows.
+costs the same however long the sequence grows. Training applies the same rule
+(:func:`window_visible`, :func:`pinned_items`) in its unroll.
 """
 
 from __future__ import annotations
@@ -41,6 +42,23 @@ class AttendPlan:
     mask: torch.Tensor | None  # (T, K) bool, True = may attend; None = plain causal over K
 
 
+def pinned_items(prompt_items: int, window: int | None) -> int:
+    """How many leading items stay visible to every later one: the prompt's, if they fill at
+    most half the window (all of them when there is no window), else none."""
+    return prompt_items if window is None or prompt_items <= window // 2 else 0
+
+
+def window_visible(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int | None,
+                   pinned: int) -> torch.Tensor:
+    """(Q, K) bool, the window rule: a query at position ``q`` sees a key at ``k`` when ``k <= q``
+    and either ``k < pinned`` or ``q - k < window - pinned`` (no window: every ``k <= q``)."""
+    visible = key_pos[None, :] <= query_pos[:, None]
+    if window is not None:
+        near = (query_pos[:, None] - key_pos[None, :]) < (window - pinned)
+        visible &= near | (key_pos[None, :] < pinned)
+    return visible
+
+
 class DraftKV:
     def __init__(self, num_kv_heads: int, head_dim: int, capacity: int, window: int | None, dtype, device):
         self.keys = torch.zeros(1, num_kv_heads, capacity, head_dim, dtype=dtype, device=device)
@@ -55,7 +73,7 @@ class DraftKV:
 
     def pin_prefix(self, n: int) -> None:
         """Keep the first ``n`` items visible if they fit in half the window."""
-        self.pinned = n if self.window is None or n <= self.window // 2 else 0
+        self.pinned = pinned_items(n, self.window)
 
     def _reserve(self, n: int) -> torch.Tensor:
         if self.length + n > self.capacity:
@@ -73,11 +91,7 @@ class DraftKV:
             # the oldest recent slot any query sees; past ``upto`` when every query is too far (deep tree nodes)
             lo = min(upto, max(self.pinned, int(q_pos.min()) - recent + 1))
             slots = torch.cat([torch.arange(self.pinned, device=self.device), torch.arange(lo, upto, device=self.device)])
-        visible = slots[None, :] <= q_pos[:, None]
-        if self.window is not None:
-            near = (q_pos[:, None] - slots[None, :]) < (self.window - self.pinned)
-            visible &= near | (slots[None, :] < self.pinned)
-        return slots, visible
+        return slots, window_visible(q_pos, slots, self.window, self.pinned)
 
     def plan_extend(self, n: int) -> AttendPlan:
         """Append ``n`` items to the committed sequence (after a rollback of any tree)."""
@@ -100,9 +114,9 @@ class DraftKV:
         write = self._reserve(depths.numel())
         scratch = torch.arange(self.committed, self.length, device=self.device)
         self.scratch_positions = torch.cat([self.scratch_positions, positions])
-        tree_mask = ancestry.to(self.device)
-        if self.window is not None:  # ancestors by the window rule too (never pinned)
-            tree_mask = tree_mask & ((positions[:, None] - self.scratch_positions[None, :]) < self.window - self.pinned)
+        # ancestors by the window rule too (tree nodes sit past the prompt: never pinned)
+        tree_mask = ancestry.to(self.device) & window_visible(positions, self.scratch_positions, self.window,
+                                                              self.pinned)
         key_slots = torch.cat([ctx_slots, scratch])
         mask = torch.cat([ctx_mask, tree_mask], dim=1)
         return AttendPlan(positions, write, key_slots, mask)

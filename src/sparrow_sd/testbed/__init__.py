@@ -16,10 +16,11 @@ weights can be fetched::
 
 Files: ``config.py`` (settings, token counts), ``assets.py`` (fetching and
 checking the weights), ``language.py`` (reading them), ``scene_reader.py``
-(pixels to scene lines), ``model.py`` (the LLaVA-OneVision seam),
-``processor.py``, ``lora.py`` and ``weights_io.py`` (the trained part),
-``loader.py`` (one call), ``training.py`` / ``build.py`` (the recipe),
-``evaluate.py`` (the description metrics).
+(pixels to objects) and ``scene_lines.py`` (objects to lines, and the true
+lines), ``model.py`` (the LLaVA-OneVision seam), ``processor.py``, ``lora.py``
+and ``weights_io.py`` (the trained part), ``loader.py`` (one call),
+``training.py`` / ``build.py`` (the recipe), ``evaluate.py`` (the description
+metrics).
 """
 
 from .config import TestbedConfig

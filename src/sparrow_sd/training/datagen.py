@@ -6,42 +6,47 @@ through sparrow-sd's plain decoding loop, then one forward over prompt +
 response captures what the draft learns from (see :mod:`.records`). The draft
 so learns the target's distribution, not a dataset's.
 
-Samples are written in shards of ``shard_size`` as
-``shard-{rank}-{index}.safetensors`` with tensors named ``{sample id}/{field}``;
-a shard is written under a temporary name and renamed when complete, so the
-samples in the renamed shards are exactly the finished ones, and a new shard
-always takes an index past every file of its rank already there, so no rerun
-can overwrite a shard. A rerun reads every shard and skips the samples it
-holds: an interrupted run resumes without duplicating or losing samples. A
-damaged shard (truncated, unreadable) is moved aside as ``.damaged`` and its
-samples written again; each rank's ``ledger-{rank}.jsonl`` lists what every
-shard it wrote holds, so a shard that disappears is named too. Both are
-logged and recorded in ``datagen-rank{rank}.json``, the run's record, with
-what the run wrote. The folder and ``info.json`` appear with the first
-shard: a run that fails before writing anything leaves nothing behind.
-``rank`` / ``world`` split the sample
-list (sample ``i`` belongs to rank ``i % world``), one process per device,
-which is how ``accelerate launch`` runs it.
+Samples are written in shards of ``shard_size`` (the format and its one reader
+and writer are in :mod:`.shards`). A new shard always takes an index past every
+file of its rank already there, so no rerun can overwrite a shard. A rerun reads
+every shard and skips the samples it holds: an interrupted run resumes without
+duplicating or losing samples. A damaged shard (truncated, unreadable) is moved
+aside as ``.damaged`` and its samples written again; each rank's ledger lists
+what every shard it wrote holds, so a shard that disappears is named too. Both
+are logged and recorded in ``datagen-rank{rank}.json``, the run's record, with
+what the run wrote. The folder and ``info.json`` appear with the first shard: a
+run that fails before writing anything leaves nothing behind. ``rank`` /
+``world`` split the sample list (sample ``i`` belongs to rank ``i % world``), one
+process per device, which is how ``accelerate launch`` runs it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ..errors import InvalidInputError
 from ..generate import SpeculativeGenerator
-from ..targets import wrap_target
+from ..targets import TargetAdapter, wrap_target
 from .records import make_record
+from .shards import (  # check_data_shards and data_info are also read from here
+    FORMAT,
+    SHARD_GLOB,
+    ShardWriter,
+    check_data_shards,
+    data_info,
+    read_ledger,
+    shard_ids,
+    shard_rank_index,
+)
 
-FORMAT = "sparrow-draft-data/1"
+__all__ = ["DatagenConfig", "Sample", "ShardCheck", "check_data_shards", "check_shards", "completed_ids",
+           "data_info", "distil", "run_datagen", "settings_differences"]
 
 
 @dataclass(frozen=True)
@@ -65,57 +70,6 @@ class Sample:
 
     id: str
     inputs: Mapping[str, torch.Tensor]
-
-
-SHARD_GLOB = "shard-*.safetensors"
-
-
-def shard_name(rank: int, index: int) -> str:
-    return f"shard-{rank:03d}-{index:05d}.safetensors"
-
-
-def _shard_rank_index(path: Path) -> tuple[int, int] | None:
-    """(rank, index) from a shard's file name (also of its .partial / .damaged siblings), or None."""
-    parts = path.name.split(".", 1)[0].split("-")
-    if len(parts) != 3 or parts[0] != "shard" or not (parts[1].isdigit() and parts[2].isdigit()):
-        return None
-    return int(parts[1]), int(parts[2])
-
-
-def shard_ids(path: str | Path) -> list[str]:
-    """The sample ids a shard holds; :class:`InvalidInputError` naming the file when it is damaged
-    (truncated, not safetensors, not sparrow draft data)."""
-    from safetensors import SafetensorError
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            names = set(handle.keys())
-    except (SafetensorError, OSError) as err:
-        raise InvalidInputError(f"data shard {path} is damaged ({err})") from None
-    if meta.get("format") != FORMAT:
-        raise InvalidInputError(f"{path} is not sparrow draft data (format {meta.get('format')!r})")
-    try:
-        ids = json.loads(meta["ids"])
-    except (KeyError, json.JSONDecodeError):
-        raise InvalidInputError(f"data shard {path} is damaged (its list of sample ids is missing)") from None
-    if any(not any(n.startswith(f"{i}/") for n in names) for i in ids):
-        raise InvalidInputError(f"data shard {path} is damaged (a listed sample has no tensors)")
-    return ids
-
-
-def check_data_shards(data_dir: str | Path) -> list[Path]:
-    """Every shard of a datagen folder, each checked readable; names the first damaged one and how to fix it."""
-    paths = sorted(Path(data_dir).glob(SHARD_GLOB))
-    if not paths:
-        raise InvalidInputError(f"no data shards in {data_dir}; run `sparrow datagen` first")
-    for path in paths:
-        try:
-            shard_ids(path)
-        except InvalidInputError as err:
-            raise InvalidInputError(f"{err}; rerun the `sparrow datagen` command that made {data_dir} to "
-                                    "regenerate its samples") from None
-    return paths
 
 
 def completed_ids(out_dir: str | Path) -> set[str]:
@@ -148,14 +102,14 @@ def check_shards(out_dir: Path, rank: int) -> ShardCheck:
         try:
             done.update(shard_ids(path))
         except InvalidInputError as err:
-            owner = _shard_rank_index(path)
+            owner = shard_rank_index(path)
             if owner is not None and owner[0] == rank:
                 aside = path.with_name(path.name + ".damaged")
                 os.replace(path, aside)
                 problems.append(f"{err}: moved to {aside.name}, its samples are written again")
             else:
                 problems.append(f"{err} (rank {owner[0] if owner else '?'}'s shard: that rank regenerates it)")
-    for entry in _read_ledger(out_dir, rank):
+    for entry in read_ledger(out_dir, rank):
         missing = [i for i in entry["ids"] if i not in done]
         if missing:
             lost += missing
@@ -163,46 +117,6 @@ def check_shards(out_dir: Path, rank: int) -> ShardCheck:
                 problems.append(f"data shard {out_dir / entry['shard']} is missing: its {len(missing)} samples are "
                                 "written again")
     return ShardCheck(done=done, problems=problems, lost_ids=lost)
-
-
-def _ledger_path(out_dir: Path, rank: int) -> Path:
-    return out_dir / f"ledger-{rank:03d}.jsonl"
-
-
-def _read_ledger(out_dir: Path, rank: int) -> list[dict]:
-    path = _ledger_path(out_dir, rank)
-    if not path.is_file():
-        return []
-    entries = []
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-            entries.append({"shard": str(entry["shard"]), "ids": list(entry["ids"])})
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut short by an interruption
-    return entries
-
-
-def read_shards(data_dir: str | Path) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
-    """(id, record) for every sample of every complete shard, in file then write order."""
-    for path in check_data_shards(data_dir):
-        ids = shard_ids(path)
-        with safe_open(str(path), framework="pt") as handle:
-            names = list(handle.keys())
-            for sample_id in ids:
-                prefix = f"{sample_id}/"
-                yield sample_id, {n[len(prefix):]: handle.get_tensor(n) for n in names if n.startswith(prefix)}
-
-
-def data_info(data_dir: str | Path) -> dict:
-    """The settings the data was generated with (from ``info.json``)."""
-    path = Path(data_dir) / "info.json"
-    if not path.is_file():
-        raise InvalidInputError(f"{data_dir} has no info.json; is it a `sparrow datagen` output folder?")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InvalidInputError(f"{path} is damaged ({err}); rerun `sparrow datagen` into a new folder") from None
 
 
 def settings_differences(old: dict, new: dict) -> list[str]:
@@ -216,49 +130,6 @@ def settings_differences(old: dict, new: dict) -> list[str]:
         if before.get(key) != now.get(key):
             diffs.append(f"{key} {before.get(key)!r} there, {now.get(key)!r} here")
     return diffs
-
-
-class _ShardWriter:
-    """Writes shards of ``size`` samples; never reuses the name of any file already in the folder.
-
-    The folder is created at the first shard (a run that fails before writing leaves nothing);
-    each shard goes to a ``.partial`` name, is renamed when complete, then entered in the
-    rank's ledger (what the shard holds, so a shard that later goes missing can be named).
-    """
-
-    def __init__(self, out_dir: Path, rank: int, size: int, on_first_write: Callable[[], None] | None = None):
-        self.out_dir, self.rank, self.size = out_dir, rank, size
-        self.on_first_write = on_first_write
-        taken = [_shard_rank_index(p) for p in out_dir.glob(f"shard-{rank:03d}-*")] if out_dir.is_dir() else []
-        self.index = 1 + max((ri[1] for ri in taken if ri is not None), default=-1)
-        self.pending: list[tuple[str, dict[str, torch.Tensor]]] = []
-        self.written: list[str] = []
-
-    def add(self, sample_id: str, record: dict[str, torch.Tensor]) -> None:
-        self.pending.append((sample_id, record))
-        if len(self.pending) >= self.size:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.on_first_write is not None:
-            self.on_first_write()
-            self.on_first_write = None
-        while any(self.out_dir.glob(shard_name(self.rank, self.index) + "*")):
-            self.index += 1
-        tensors = {f"{i}/{k}": v.contiguous() for i, rec in self.pending for k, v in rec.items()}
-        path = self.out_dir / shard_name(self.rank, self.index)
-        partial = path.with_name(path.name + ".partial")
-        ids = [i for i, _ in self.pending]
-        save_file(tensors, str(partial), metadata={"format": FORMAT, "ids": json.dumps(ids)})
-        os.replace(partial, path)
-        with _ledger_path(self.out_dir, self.rank).open("a") as ledger:
-            ledger.write(json.dumps({"shard": path.name, "ids": ids}) + "\n")
-        self.written.append(path.name)
-        self.index += 1
-        self.pending = []
 
 
 def distil(generator: SpeculativeGenerator, sample: Sample, cfg: DatagenConfig, ivsb_layer: int) -> dict:
@@ -281,6 +152,87 @@ def distil(generator: SpeculativeGenerator, sample: Sample, cfg: DatagenConfig, 
     return record
 
 
+def datagen_info(target: TargetAdapter, cfg: DatagenConfig) -> dict:
+    """What ``info.json`` records: the settings (IVSB layer resolved) and the target's facts."""
+    ivsb_layer = cfg.ivsb_layer if cfg.ivsb_layer is not None else target.num_layers // 2
+    settings = {**asdict(cfg), "ivsb_layer": ivsb_layer}
+    if cfg.aux_layers is not None:
+        settings["aux_layers"] = list(cfg.aux_layers)
+    else:
+        del settings["aux_layers"]  # data made before aux layers existed compares equal
+    return {"format": FORMAT, "settings": settings,
+            "target_model_type": target.model.config.model_type, "hidden_size": target.hidden_size,
+            "vocab_size": target.vocab_size, "num_layers": target.num_layers}
+
+
+def prepare_resume(out_dir: Path, info: dict, rank: int, log: Callable[[str], None]) -> ShardCheck:
+    """Before a (re)run: refuse a folder made with other settings, drop this rank's cut-short
+    ``.partial`` writes, and check every shard (:func:`check_shards`), logging what it found."""
+    if (out_dir / "info.json").is_file():
+        if diffs := settings_differences(data_info(out_dir), info):
+            raise InvalidInputError(f"{out_dir} holds data made with other settings ({'; '.join(diffs)}); "
+                                    "use a new folder, or the same settings to resume")
+    if not out_dir.is_dir():
+        return ShardCheck(set(), [], [])
+    for stale in out_dir.glob(f"shard-{rank:03d}-*.partial"):  # a write cut short: never a complete shard
+        stale.unlink()
+    check = check_shards(out_dir, rank)
+    for problem in check.problems:
+        log(f"datagen rank {rank}: {problem}")
+    return check
+
+
+@dataclass
+class RankProgress:
+    """What one rank's run did: samples written, skipped as already on disk, and regenerated."""
+
+    written: int = 0
+    skipped: int = 0
+    regenerated: list[str] = field(default_factory=list)
+
+
+def distil_rank(generator: SpeculativeGenerator, samples: Iterable[Sample], writer: ShardWriter,
+                check: ShardCheck, cfg: DatagenConfig, ivsb_layer: int, rank: int, world: int, bar) -> RankProgress:
+    """Distil this rank's samples that are not on disk into ``writer`` (flushed even on an error)."""
+    progress = RankProgress()
+    lost = set(check.lost_ids)
+    seen: set[str] = set()
+    try:
+        for index, sample in enumerate(samples):
+            if sample.id in seen:
+                raise InvalidInputError(f"sample id {sample.id!r} appears twice")
+            seen.add(sample.id)
+            if index % world != rank:
+                continue
+            bar.update(1)
+            if sample.id in check.done:
+                progress.skipped += 1
+                continue
+            writer.add(sample.id, distil(generator, sample, cfg, ivsb_layer))
+            progress.written += 1
+            if sample.id in lost:
+                progress.regenerated.append(sample.id)
+    finally:
+        writer.flush()
+        bar.close()
+    return progress
+
+
+def write_run_record(out_dir: Path, rank: int, world: int, progress: RankProgress, writer: ShardWriter,
+                     check: ShardCheck, notes: dict, log: Callable[[str], None]) -> None:
+    """``datagen-rank{rank}.json``: what this run wrote and found, plus ``notes``; and its one-line summary."""
+    path = out_dir / f"datagen-rank{rank:03d}.json"
+    record = {"rank": rank, "world": world, "written": progress.written, "already_present": progress.skipped,
+              "shards_written": writer.written, "problems_found": check.problems,
+              "regenerated_ids": progress.regenerated, **notes}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    again = f" ({len(progress.regenerated)} of them regenerated)" if progress.regenerated else ""
+    damaged = f"; {len(check.problems)} damaged or missing shard(s) found" if check.problems else ""
+    extra = "".join(f"; {len(v)} {k.replace('_', ' ')}" for k, v in notes.items() if isinstance(v, list) and v)
+    log(f"datagen rank {rank}: {progress.written} samples written{again}, {progress.skipped} already present"
+        f"{damaged}{extra} (record: {path})")
+
+
 def run_datagen(model, samples: Iterable[Sample], out_dir: str | Path, cfg: DatagenConfig | None = None,
                 rank: int = 0, world: int = 1, total: int | None = None, progress: bool = True,
                 eos_token_ids=None, log: Callable[[str], None] | None = None,
@@ -299,20 +251,9 @@ def run_datagen(model, samples: Iterable[Sample], out_dir: str | Path, cfg: Data
     log = log or (lambda message: None)
     out_dir = Path(out_dir)
     target = wrap_target(model)
-    ivsb_layer = cfg.ivsb_layer if cfg.ivsb_layer is not None else target.num_layers // 2
-    settings = {**asdict(cfg), "ivsb_layer": ivsb_layer}
-    if cfg.aux_layers is not None:
-        settings["aux_layers"] = list(cfg.aux_layers)
-    else:
-        del settings["aux_layers"]  # data made before aux layers existed compares equal
-    info = {"format": FORMAT, "settings": settings,
-            "target_model_type": target.model.config.model_type, "hidden_size": target.hidden_size,
-            "vocab_size": target.vocab_size, "num_layers": target.num_layers}
+    info = datagen_info(target, cfg)
     info_path = out_dir / "info.json"
-    if info_path.is_file():
-        if diffs := settings_differences(data_info(out_dir), info):
-            raise InvalidInputError(f"{out_dir} holds data made with other settings ({'; '.join(diffs)}); "
-                                    "use a new folder, or the same settings to resume")
+    check = prepare_resume(out_dir, info, rank, log)
 
     def write_info() -> None:
         if not info_path.is_file():
@@ -320,50 +261,12 @@ def run_datagen(model, samples: Iterable[Sample], out_dir: str | Path, cfg: Data
             partial.write_text(json.dumps(info, indent=2) + "\n")
             os.replace(partial, info_path)
 
-    check = ShardCheck(set(), [], [])
-    if out_dir.is_dir():
-        for stale in out_dir.glob(f"shard-{rank:03d}-*.partial"):  # a write cut short: never a complete shard
-            stale.unlink()
-        check = check_shards(out_dir, rank)
-        for problem in check.problems:
-            log(f"datagen rank {rank}: {problem}")
-    done = check.done
-    writer = _ShardWriter(out_dir, rank, cfg.shard_size, on_first_write=write_info)
+    writer = ShardWriter(out_dir, rank, cfg.shard_size, on_first_write=write_info)
     generator = SpeculativeGenerator(target, eos_token_ids=eos_token_ids)
-    written = skipped = 0
-    regenerated: list[str] = []
-    lost = set(check.lost_ids)
-    seen: set[str] = set()
     bar = tqdm(total=total, desc=f"datagen rank {rank}", unit="sample",
                disable=None if progress else True)  # None: shown on a terminal only
-    try:
-        for index, sample in enumerate(samples):
-            if sample.id in seen:
-                raise InvalidInputError(f"sample id {sample.id!r} appears twice")
-            seen.add(sample.id)
-            if index % world != rank:
-                continue
-            bar.update(1)
-            if sample.id in done:
-                skipped += 1
-                continue
-            writer.add(sample.id, distil(generator, sample, cfg, ivsb_layer))
-            written += 1
-            if sample.id in lost:
-                regenerated.append(sample.id)
-    finally:
-        writer.flush()
-        bar.close()
+    done = distil_rank(generator, samples, writer, check, cfg, info["settings"]["ivsb_layer"], rank, world, bar)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_info()
-    notes = notes or {}
-    record = {"rank": rank, "world": world, "written": written, "already_present": skipped,
-              "shards_written": writer.written, "problems_found": check.problems,
-              "regenerated_ids": regenerated, **notes}
-    (out_dir / f"datagen-rank{rank:03d}.json").write_text(json.dumps(record, indent=2) + "\n")
-    again = f" ({len(regenerated)} of them regenerated)" if regenerated else ""
-    damaged = f"; {len(check.problems)} damaged or missing shard(s) found" if check.problems else ""
-    extra = "".join(f"; {len(v)} {k.replace('_', ' ')}" for k, v in notes.items() if isinstance(v, list) and v)
-    log(f"datagen rank {rank}: {written} samples written{again}, {skipped} already present{damaged}{extra} "
-        f"(record: {out_dir / f'datagen-rank{rank:03d}.json'})")
-    return written
+    write_run_record(out_dir, rank, world, done, writer, check, notes or {}, log)
+    return done.written

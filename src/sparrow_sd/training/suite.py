@@ -22,8 +22,9 @@ from pathlib import Path
 
 from ..draft.config import default_aux_layers
 from ..errors import InvalidInputError
-from .datagen import DatagenConfig, data_info, run_datagen
+from .datagen import DatagenConfig, run_datagen
 from .sources import synth_samples
+from .shards import data_info
 from .trainer import DraftTrainConfig, train_draft
 
 # name -> (what differs from the base recipe, what it stands for)

@@ -17,18 +17,13 @@ Training runs through ``accelerate`` (DDP across processes, mixed precision,
 gradient accumulation); checkpoints hold the draft, the optimizer and the
 step, and ``resume`` continues from the last one. SIGINT (Ctrl-C) or SIGTERM
 during training finishes the current step, writes a checkpoint and raises
-:class:`TrainingInterrupted`, which says how to resume.
+:class:`TrainingInterrupted`, which says how to resume (:mod:`.checkpoints`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
-import shutil
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -37,14 +32,23 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 
-from ..draft import DraftConfig, SparrowDraft, build_draft_context, load_draft, save_draft
-from ..errors import InvalidInputError, RunInterrupted
-from ..targets import wrap_target
-from .datagen import check_data_shards, data_info, shard_ids
-from .schedule import warmup_cosine
+from ..draft import DraftConfig, DraftContext, SparrowDraft, build_draft_context, load_draft, save_draft
+from ..errors import InvalidInputError
+from ..sampling import default_eos_ids
+from ..targets import TargetAdapter, wrap_target
+from .checkpoints import (
+    StopRequested,
+    TrainingInterrupted,
+    checkpoint_path,
+    has_checkpoint,
+    save_checkpoint,
+    should_stop,
+    stop_on_signals,
+)
 from .records import missing_for_mode, prefill_from_record, record_glimpse
+from .schedule import warmup_cosine
+from .shards import DataShards, data_info
 from .unroll import unroll
 
 
@@ -70,69 +74,6 @@ class DraftTrainConfig:
     eval_every: int = 200
     checkpoint_every: int = 500
     seed: int = 0
-
-
-class TrainingInterrupted(RunInterrupted):
-    """Training stopped on a signal after writing a checkpoint at ``step`` into ``checkpoint``."""
-
-    def __init__(self, step: int, total: int, checkpoint: Path | None, signum: int):
-        where = f"checkpoint saved to {checkpoint}" if checkpoint else "no checkpoint written"
-        super().__init__(f"training interrupted ({signal.Signals(signum).name}) at step {step} of {total}; {where}; "
-                         "resume with the same command plus --resume", exit_code=128 + signum)
-        self.step, self.total, self.checkpoint, self.signum = step, total, checkpoint, signum
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """While training: SIGINT and SIGTERM set a flag (read between steps) instead of killing the run.
-
-    A second Ctrl-C while the checkpoint is written is honoured the usual way
-    (KeyboardInterrupt). Only the main thread can install handlers; elsewhere
-    the signals keep their handlers.
-    """
-    caught: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
-
-    def handler(signum, frame):
-        if caught and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        caught.append(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield caught
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def checkpoint_path(out_dir: str | Path) -> Path:
-    """Where ``train_draft`` keeps the resumable checkpoint of ``out_dir``."""
-    return Path(out_dir) / "checkpoint"
-
-
-def has_checkpoint(out_dir: str | Path) -> bool:
-    return (checkpoint_path(out_dir) / "state.pt").is_file()
-
-
-class ShardIndex:
-    """Lazy access to the records of a datagen folder (states stay on disk until used)."""
-
-    def __init__(self, data_dir: str | Path):
-        self.entries: list[tuple[Path, str]] = []
-        for path in check_data_shards(data_dir):  # names a damaged shard instead of failing mid-training
-            self.entries += [(path, i) for i in shard_ids(path)]
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        path, sample_id = self.entries[index]
-        prefix = f"{sample_id}/"
-        with safe_open(str(path), framework="pt") as handle:
-            return {n[len(prefix):]: handle.get_tensor(n) for n in handle.keys() if n.startswith(prefix)}
 
 
 def build_draft_vocab(records, size: int, vocab_size: int, always: set[int] = frozenset()) -> torch.Tensor:
@@ -179,6 +120,14 @@ def draft_config_for(target, cfg: DraftTrainConfig, ivsb_layer: int,
     )
 
 
+def prompt_items(context: DraftContext, record: dict[str, torch.Tensor]) -> int:
+    """How many of the draft's items (glimpse items included) come from the prompt: the items
+    inference builds from the prompt alone, and pins in the draft's window."""
+    response = record["loss_mask"].bool().nonzero()
+    prompt_length = int(response[0]) if response.numel() else record["loss_mask"].numel()
+    return int((context.source < prompt_length).sum())
+
+
 def sample_loss(draft: SparrowDraft, record: dict[str, torch.Tensor], embed_weight: torch.Tensor,
                 cfg: DraftTrainConfig) -> tuple[torch.Tensor, list[float], int]:
     """(loss, per-level greedy agreement, supervised positions) for one record."""
@@ -199,7 +148,7 @@ def sample_loss(draft: SparrowDraft, record: dict[str, torch.Tensor], embed_weig
         target_state = prefill.hidden[source[where]]
         target_logp = F.log_softmax(draft.lm_head(target_state).float(), dim=-1)
         truth = ids[nxt[where]]
-    levels = unroll(draft, context.embeds, context.hidden, cfg.mtp_steps)
+    levels = unroll(draft, context.embeds, context.hidden, cfg.mtp_steps, prompt_items=prompt_items(context, record))
     loss = torch.zeros((), dtype=torch.float32, device=ids.device)
     agree = []
     norm = sum(cfg.step_decay**k for k in range(cfg.mtp_steps))
@@ -230,157 +179,182 @@ def evaluate_agreement(draft, records, embed_weight, cfg) -> list[float]:
     return [t / max(1, weight) for t in totals]
 
 
+def check_data_target(info: dict, target: TargetAdapter, data_dir: str | Path) -> None:
+    """Refuse data that another target generated."""
+    if info["target_model_type"] != target.model.config.model_type or info["hidden_size"] != target.hidden_size:
+        raise InvalidInputError(f"{data_dir} was generated by a {info['target_model_type']} target of width "
+                                f"{info['hidden_size']}, not this {target.model.config.model_type}")
+
+
+def split_held_out(count: int, cfg: DraftTrainConfig) -> tuple[list[int], list[int]]:
+    """(held-out, training) sample indices: a seeded shuffle, ``eval_fraction`` held out (at least one
+    when there are two samples or more)."""
+    order = list(range(count))
+    random.Random(cfg.seed).shuffle(order)
+    n_eval = max(1, int(count * cfg.eval_fraction)) if count > 1 else 0
+    return order[:n_eval], order[n_eval:]
+
+
+def fresh_draft(target: TargetAdapter, data: DataShards, train_ids: list[int], info: dict,
+                cfg: DraftTrainConfig) -> SparrowDraft:
+    """A new draft for ``target``: its vocabulary from the training responses, its weights from ``cfg.seed``."""
+    draft_vocab = None
+    if cfg.draft_vocab_size and cfg.draft_vocab_size < target.vocab_size:
+        stops = default_eos_ids(target.model)
+        draft_vocab = build_draft_vocab((data[i] for i in train_ids), cfg.draft_vocab_size, target.vocab_size, stops)
+    torch.manual_seed(cfg.seed)
+    dcfg = draft_config_for(target, cfg, info["settings"]["ivsb_layer"], info["settings"].get("aux_layers"))
+    return SparrowDraft.from_target(target, dcfg, draft_vocab, seed=cfg.seed).float().cpu()
+
+
+def draft_and_optimizer(target: TargetAdapter, data: DataShards, train_ids: list[int], info: dict,
+                        cfg: DraftTrainConfig, out_dir: Path, resume: bool, log: Callable[[str], None]):
+    """(draft in training mode, its optimizer, the step to start from): fresh, or with ``resume``
+    the checkpoint's (when there is one)."""
+    resuming = resume and has_checkpoint(out_dir)
+    if resume and not resuming:
+        log(f"no checkpoint in {checkpoint_path(out_dir)}: starting from step 0")
+    if resuming:
+        draft = load_draft(checkpoint_path(out_dir)).float()
+        draft.check_target(target)
+    else:
+        draft = fresh_draft(target, data, train_ids, info, cfg)
+    draft.train()
+    optimizer = torch.optim.AdamW([p for p in draft.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    start_step = 0
+    if resuming:
+        state = torch.load(checkpoint_path(out_dir) / "state.pt")
+        optimizer.load_state_dict(state["optimizer"])
+        start_step = state["step"]
+        log(f"resuming from step {start_step}")
+    return draft, optimizer, start_step
+
+
+class TrainingRun:
+    """A training run once ``accelerate`` has prepared the draft and its optimizer: the loop over
+    epochs and steps, held-out evaluation, checkpoints, and the stop on a signal."""
+
+    def __init__(self, accelerator, draft, optimizer, data: DataShards, embed_weight: torch.Tensor,
+                 cfg: DraftTrainConfig, out_dir: Path, log: Callable[[str], None]):
+        self.accelerator, self.draft, self.optimizer = accelerator, draft, optimizer
+        self.core: SparrowDraft = accelerator.unwrap_model(draft)
+        self.params = [p for p in self.core.parameters() if p.requires_grad]
+        self.data, self.embed_weight, self.cfg, self.out_dir, self.log = data, embed_weight, cfg, out_dir, log
+        self.running: float | None = None
+        self.agree: list[float] | None = None
+        self.started = time.time()
+
+    def train(self, train_ids: list[int], eval_ids: list[int], start_step: int, progress: bool) -> int:
+        """Every epoch over this process's share of ``train_ids``; returns the steps taken (resumed ones
+        included). On SIGINT / SIGTERM: a checkpoint, then :class:`TrainingInterrupted`."""
+        from tqdm.auto import tqdm
+
+        acc = self.accelerator
+        mine = train_ids[acc.process_index :: acc.num_processes]
+        total = self.cfg.epochs * len(mine)
+        bar = tqdm(total=total, initial=start_step, desc="train draft",  # disable=None: shown on a terminal only
+                   disable=None if progress and acc.is_main_process else True)
+        if start_step and hasattr(acc, "step"):
+            acc.step = start_step  # gradient accumulation keeps its boundaries across a resume
+        self.started = time.time()
+        with stop_on_signals() as caught:
+            try:
+                step = self._epochs(mine, eval_ids, start_step, total, bar, caught)
+            except StopRequested as stop:
+                bar.close()
+                raise TrainingInterrupted(stop.step, total, self._checkpoint_at_stop(stop.step, start_step),
+                                          caught[0]) from None
+        bar.close()
+        return step
+
+    def _epochs(self, mine, eval_ids, start_step, total, bar, caught) -> int:
+        step = 0
+        for epoch in range(self.cfg.epochs):
+            epoch_order = mine[:]
+            random.Random(self.cfg.seed + epoch).shuffle(epoch_order)
+            for index in epoch_order:
+                if should_stop(caught, self.accelerator):
+                    raise StopRequested(step)
+                if step >= start_step:
+                    self._step(index, step, total, bar)
+                    self._after_step(step + 1, eval_ids)
+                step += 1
+        if should_stop(caught, self.accelerator):  # a signal during the last step
+            raise StopRequested(step)
+        return step
+
+    def _step(self, index: int, step: int, total: int, bar) -> None:
+        """One sample: the learning rate for ``step``, forward, backward, and (at accumulation
+        boundaries) the clipped update; the running loss and agreement on the bar."""
+        acc, cfg = self.accelerator, self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * warmup_cosine(step, total, cfg.warmup)
+        with acc.accumulate(self.draft):
+            with acc.autocast():
+                loss, agree, _ = sample_loss(self.core, self.data[index], self.embed_weight, cfg)
+            acc.backward(loss)
+            if acc.sync_gradients:
+                acc.clip_grad_norm_(self.params, 1.0)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        self.running = loss.item() if self.running is None else 0.98 * self.running + 0.02 * loss.item()
+        self.agree = agree if self.agree is None else [0.98 * a + 0.02 * b for a, b in zip(self.agree, agree)]
+        bar.update(1)
+        bar.set_postfix(loss=f"{self.running:.3f}", agree="/".join(f"{a:.2f}" for a in self.agree))
+
+    def _after_step(self, step: int, eval_ids: list[int]) -> None:
+        """Held-out agreement every ``eval_every`` steps, a checkpoint every ``checkpoint_every`` (main process)."""
+        cfg = self.cfg
+        if not self.accelerator.is_main_process:
+            return
+        if cfg.eval_every and step % cfg.eval_every == 0 and eval_ids:
+            held = evaluate_agreement(self.core, [self.data[i] for i in eval_ids], self.embed_weight, cfg)
+            self.log(f"step {step}: held-out agreement per level {[round(a, 3) for a in held]}")
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            save_checkpoint(self.core, self.optimizer, step, self.out_dir)
+
+    def _checkpoint_at_stop(self, step: int, start_step: int) -> Path | None:
+        if self.accelerator.is_main_process and step > start_step:
+            return save_checkpoint(self.core, self.optimizer, step, self.out_dir)
+        return checkpoint_path(self.out_dir) if has_checkpoint(self.out_dir) else None
+
+    def save(self, data_dir, info: dict, train_ids: list[int], eval_ids: list[int], steps: int) -> None:
+        """The trained draft and ``training.json`` (its settings, data and held-out agreement) into ``out_dir``."""
+        held = evaluate_agreement(self.core, [self.data[i] for i in eval_ids], self.embed_weight,
+                                  self.cfg) if eval_ids else []
+        save_draft(self.core, self.out_dir)
+        (self.out_dir / "training.json").write_text(json.dumps({
+            "settings": asdict(self.cfg), "data": str(data_dir), "data_settings": info["settings"],
+            "samples": len(train_ids), "held_out": len(eval_ids), "steps": steps,
+            "held_out_agreement": held, "train_time_s": round(time.time() - self.started, 1),
+        }, indent=2) + "\n")
+        self.log(f"saved draft to {self.out_dir}; held-out agreement per level {[round(a, 3) for a in held]}")
+
+
 def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrainConfig | None = None,
                 resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> SparrowDraft:
     """Train a draft for ``model`` (the target) on ``data_dir``; save it to ``out_dir``."""
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
     cfg = cfg or DraftTrainConfig()
     out_dir = Path(out_dir)
     info = data_info(data_dir)
     target = wrap_target(model)
-    if info["target_model_type"] != target.model.config.model_type or info["hidden_size"] != target.hidden_size:
-        raise InvalidInputError(f"{data_dir} was generated by a {info['target_model_type']} target of width "
-                                f"{info['hidden_size']}, not this {target.model.config.model_type}")
-    ivsb_layer = info["settings"]["ivsb_layer"]
-    data = ShardIndex(data_dir)
-    order = list(range(len(data)))
-    random.Random(cfg.seed).shuffle(order)
-    n_eval = max(1, int(len(order) * cfg.eval_fraction)) if len(order) > 1 else 0
-    eval_ids, train_ids = order[:n_eval], order[n_eval:]
-    first = data[train_ids[0]]
-    missing = missing_for_mode(first, cfg.visual_mode, cfg.ivsb)
+    check_data_target(info, target, data_dir)
+    data = DataShards(data_dir)
+    eval_ids, train_ids = split_held_out(len(data), cfg)
+    missing = missing_for_mode(data[train_ids[0]], cfg.visual_mode, cfg.ivsb)
     if missing:
         raise InvalidInputError(f"the data lacks {missing} needed by a {cfg.visual_mode} draft; "
                                 "regenerate it with `sparrow datagen --visual full`")
-
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                               cpu=not torch.cuda.is_available())
-    embed_weight = target.model.get_input_embeddings().weight.detach().float().cpu()
-    if resume and not has_checkpoint(out_dir):
-        log(f"no checkpoint in {checkpoint_path(out_dir)}: starting from step 0")
-    if resume and has_checkpoint(out_dir):
-        draft = load_draft(checkpoint_path(out_dir)).float()
-        draft.check_target(target)
-    else:
-        draft_vocab = None
-        if cfg.draft_vocab_size and cfg.draft_vocab_size < target.vocab_size:
-            stops = {int(t) for t in _stop_ids(model)}
-            draft_vocab = build_draft_vocab((data[i] for i in train_ids), cfg.draft_vocab_size,
-                                            target.vocab_size, stops)
-        torch.manual_seed(cfg.seed)
-        dcfg = draft_config_for(target, cfg, ivsb_layer, info["settings"].get("aux_layers"))
-        draft = SparrowDraft.from_target(target, dcfg, draft_vocab, seed=cfg.seed).float().cpu()
-    draft.train()
-    params = [p for p in draft.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    start_step = 0
-    if resume and has_checkpoint(out_dir):
-        state = torch.load(checkpoint_path(out_dir) / "state.pt")
-        optimizer.load_state_dict(state["optimizer"])
-        start_step = state["step"]
-        log(f"resuming from step {start_step}")
+    draft, optimizer, start_step = draft_and_optimizer(target, data, train_ids, info, cfg, out_dir, resume, log)
     draft, optimizer = accelerator.prepare(draft, optimizer)
-    core = accelerator.unwrap_model(draft)
-    embed_weight = embed_weight.to(accelerator.device)
-    mine = train_ids[accelerator.process_index :: accelerator.num_processes]
-    total = cfg.epochs * len(mine)
-    bar = tqdm(total=total, initial=start_step, desc="train draft",  # disable=None: shown on a terminal only
-               disable=None if progress and accelerator.is_main_process else True)
-    if start_step and hasattr(accelerator, "step"):
-        accelerator.step = start_step  # gradient accumulation keeps its boundaries across a resume
-    running, agree_avg, started = None, None, time.time()
-    step = 0
-    with _stop_on_signals() as caught:
-        try:
-            for epoch in range(cfg.epochs):
-                epoch_order = mine[:]
-                random.Random(cfg.seed + epoch).shuffle(epoch_order)
-                for index in epoch_order:
-                    if _should_stop(caught, accelerator):
-                        raise _Stop
-                    if step < start_step:
-                        step += 1
-                        continue
-                    for group in optimizer.param_groups:
-                        group["lr"] = cfg.lr * warmup_cosine(step, total, cfg.warmup)
-                    with accelerator.accumulate(draft):
-                        with accelerator.autocast():
-                            loss, agree, _ = sample_loss(core, data[index], embed_weight, cfg)
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients:
-                            accelerator.clip_grad_norm_(params, 1.0)
-                        optimizer.step()
-                        optimizer.zero_grad()
-                    running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-                    agree_avg = agree if agree_avg is None else [0.98 * a + 0.02 * b for a, b in zip(agree_avg, agree)]
-                    step += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{running:.3f}", agree="/".join(f"{a:.2f}" for a in agree_avg))
-                    if cfg.eval_every and step % cfg.eval_every == 0 and eval_ids and accelerator.is_main_process:
-                        held = evaluate_agreement(core, [data[i] for i in eval_ids], embed_weight, cfg)
-                        log(f"step {step}: held-out agreement per level {[round(a, 3) for a in held]}")
-                    if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and accelerator.is_main_process:
-                        _checkpoint(core, optimizer, step, out_dir)
-            if _should_stop(caught, accelerator):  # a signal during the last step
-                raise _Stop
-        except _Stop:
-            bar.close()
-            saved = None
-            if accelerator.is_main_process and step > start_step:
-                saved = _checkpoint(core, optimizer, step, out_dir)
-            elif has_checkpoint(out_dir):
-                saved = checkpoint_path(out_dir)
-            raise TrainingInterrupted(step, total, saved, caught[0]) from None
-    bar.close()
+    embed_weight = target.model.get_input_embeddings().weight.detach().float().to(accelerator.device)
+    run = TrainingRun(accelerator, draft, optimizer, data, embed_weight, cfg, out_dir, log)
+    steps = run.train(train_ids, eval_ids, start_step, progress)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        held = evaluate_agreement(core, [data[i] for i in eval_ids], embed_weight, cfg) if eval_ids else []
-        save_draft(core, out_dir)
-        (out_dir / "training.json").write_text(json.dumps({
-            "settings": asdict(cfg), "data": str(data_dir), "data_settings": info["settings"],
-            "samples": len(train_ids), "held_out": len(eval_ids), "steps": step,
-            "held_out_agreement": held, "train_time_s": round(time.time() - started, 1),
-        }, indent=2) + "\n")
-        log(f"saved draft to {out_dir}; held-out agreement per level {[round(a, 3) for a in held]}")
-    return core.eval()
-
-
-def _should_stop(caught: list[int], accelerator) -> bool:
-    """Whether a signal arrived; under DDP every process must agree, or one would wait forever in
-    an all-reduce the others never join (one small collective per step, only with several processes)."""
-    if accelerator.num_processes == 1:
-        return bool(caught)
-    flag = torch.tensor([len(caught)], device=accelerator.device)
-    stop = bool(accelerator.reduce(flag, reduction="max").item())
-    if stop and not caught:
-        caught.append(signal.SIGTERM)  # stopped by another process's signal
-    return stop
-
-
-class _Stop(Exception):
-    """Raised inside the training loop when a signal asked it to stop."""
-
-
-def _checkpoint(draft, optimizer, step: int, out_dir: Path) -> Path:
-    """Write the checkpoint beside the old one, then swap it in: an interrupted write never
-    destroys the previous checkpoint."""
-    path = checkpoint_path(out_dir)
-    fresh = path.with_name(path.name + ".writing")
-    shutil.rmtree(fresh, ignore_errors=True)
-    save_draft(draft, fresh)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step}, fresh / "state.pt")
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(fresh, path)
-    shutil.rmtree(old, ignore_errors=True)
-    return path
-
-
-def _stop_ids(model) -> list[int]:
-    from ..generate import _eos_ids
-
-    return sorted(_eos_ids(model))
+        run.save(data_dir, info, train_ids, eval_ids, steps)
+    return run.core.eval()

@@ -19,6 +19,11 @@ Every step predicts the same next token for item ``i``; an item with
 positions are the item indices at every step, as at inference (a node at
 depth ``d`` sits where it would land if accepted).
 
+Every step also applies the draft's attention window exactly as inference
+does (:func:`~sparrow_sd.draft.kv.window_visible`, on the same positions, with
+the prompt's items pinned by the same rule), so a draft trains on sequences
+longer than its window as it will run on them.
+
 The draft's own modules run unchanged: :class:`UnrollKeys` stands in for the
 draft's KV cache and hands each step the keys of all earlier steps.
 """
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..draft.kv import AttendPlan
+from ..draft.kv import AttendPlan, pinned_items, window_visible
 from ..draft.model import SparrowDraft
 
 
@@ -46,13 +51,15 @@ class UnrollKeys:
         return torch.cat(self.keys, dim=2), torch.cat(self.values, dim=2)
 
 
-def unroll_mask(n: int, step: int, device=None) -> torch.Tensor:
-    """(n, (step + 1) * n) bool: what item ``i`` of unroll ``step`` may attend to."""
-    q = torch.arange(n, device=device)[:, None]
-    k = torch.arange(n, device=device)[None, :]
-    blocks = [k <= q - step]  # step 0: the committed context of a depth-`step` node
+def unroll_mask(n: int, step: int, device=None, window: int | None = None, pinned: int = 0) -> torch.Tensor:
+    """(n, (step + 1) * n) bool: what item ``i`` of unroll ``step`` may attend to, within ``window``
+    (the first ``pinned`` items always visible)."""
+    positions = torch.arange(n, device=device)
+    q, k = positions[:, None], positions[None, :]
+    visible = window_visible(positions, positions, window, pinned)
+    blocks = [(k <= q - step) & visible]  # step 0: the committed context of a depth-`step` node
     for j in range(1, step + 1):
-        blocks.append(k == q - step + j)  # its ancestor on the chain at step j (itself at j = step)
+        blocks.append((k == q - step + j) & visible)  # its ancestor on the chain at step j (itself at j = step)
     return torch.cat(blocks, dim=1)
 
 
@@ -63,17 +70,22 @@ class UnrollStep:
     valid: torch.Tensor  # (n,) bool: items with a full chain at this step (i >= step)
 
 
-def unroll(draft: SparrowDraft, embeds: torch.Tensor, hidden: torch.Tensor, steps: int) -> list[UnrollStep]:
-    """Run ``steps`` unroll levels over a sequence of ``n`` items (see the module docstring)."""
+def unroll(draft: SparrowDraft, embeds: torch.Tensor, hidden: torch.Tensor, steps: int,
+           prompt_items: int = 0) -> list[UnrollStep]:
+    """Run ``steps`` unroll levels over a sequence of ``n`` items (see the module docstring);
+    the first ``prompt_items`` are the prompt's (pinned in the window as at inference)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     n = embeds.shape[0]
+    window = draft.config.window
+    pinned = pinned_items(prompt_items, window)
+    causal = window is None or n <= window - pinned  # step 0 cuts nothing: plain causal, no (n, n) mask
     positions = torch.arange(n, device=embeds.device)
     keys = UnrollKeys()
     results: list[UnrollStep] = []
     current = hidden
     for step in range(steps):
-        mask = None if step == 0 else unroll_mask(n, step, embeds.device)
+        mask = None if step == 0 and causal else unroll_mask(n, step, embeds.device, window, pinned)
         plan = AttendPlan(positions=positions, write_slots=positions, key_slots=positions, mask=mask)
         out, logits = draft(embeds, current, keys, plan)
         results.append(UnrollStep(out, logits, positions >= step))
