@@ -283,7 +283,8 @@ def test_flag_defaults_are_the_dataclasses(capsys):
     assert tuple(bench["visual_tokens"]) == SweepConfig().visual_tokens and bench["clips"] == SweepConfig().clips
     assert TreeConfig(bench["tree_depth"], bench["tree_top_k"], bench["tree_tokens"]) == TreeConfig()
     build = defaults("testbed build")
-    assert (build["steps"], build["long_steps"], build["lr"]) == (TrainConfig().steps, LONG_STAGE.steps, TrainConfig().lr)
+    recipe = TrainConfig()
+    assert (build["steps"], build["long_steps"], build["lr"]) == (recipe.steps, LONG_STAGE.steps, recipe.lr)
 
 
 def test_testbed_build_passes_the_long_stage(tmp_path, monkeypatch, capsys):

@@ -128,7 +128,8 @@ def resolved_dtype(name: str | None, device: str = "cpu"):
 
 
 def add_tree_flags(parser: argparse.ArgumentParser) -> None:
-    """``--tree-depth``, ``--tree-top-k``, ``--tree-tokens``, defaulting to :class:`~sparrow_sd.proposers.TreeConfig`'s."""
+    """``--tree-depth``, ``--tree-top-k``, ``--tree-tokens``: the draft tree, defaulting to
+    :class:`~sparrow_sd.proposers.TreeConfig`'s; :func:`tree_config` reads them back."""
     from ..proposers import TreeConfig
 
     default = TreeConfig()

@@ -1,4 +1,4 @@
-"""``sparrow drafts build|tau|pack``: the draft suite the benchmark compares, its acceptance table, and shipping a draft.
+"""``sparrow drafts build|tau|pack``: the draft suite the benchmark compares, its acceptance table, shipping a draft.
 
 (``drafts.py`` beside this module reads draft folders for every command.)
 ``build`` is :func:`sparrow_sd.training.suite.build_suite` (its data defaults
@@ -34,9 +34,9 @@ def _add_build(drafts_sub) -> None:
     suite = drafts_sub.add_parser(
         "build",
         help="distil data once, then train Sparrow, full-visual, pruned and text-only drafts on it",
-        description="Runs `sparrow datagen` (SynthVideo, --visual full --aux-layers default) into OUT/data, then trains each draft of "
-                    "the suite into OUT/<name> with the same recipe, and writes OUT/suite.json. Rerun the same "
-                    "command to resume: finished drafts are skipped, an interrupted one continues.",
+        description="Runs `sparrow datagen` (SynthVideo, --visual full --aux-layers default) into OUT/data, then "
+                    "trains each draft of the suite into OUT/<name> with the same recipe, and writes OUT/suite.json. "
+                    "Rerun the same command to resume: finished drafts are skipped, an interrupted one continues.",
     )
     flags.add_common_flags(suite)
     flags.add_target_flags(suite)
