@@ -130,7 +130,8 @@ def test_training_lowers_the_loss_and_saves_a_loadable_draft(data, tmp_path):
 
 def test_full_mode_needs_full_visual_data(tmp_path):
     model = tiny_model(ARCH)
-    run_datagen(model, samples(model, 2), tmp_path, DatagenConfig(max_new_tokens=4), progress=False)
+    run_datagen(model, samples(model, 2), tmp_path, DatagenConfig(max_new_tokens=4, visual="pooled"),
+                progress=False)
     with pytest.raises(InvalidInputError, match="visual full"):
         train_draft(model, tmp_path, tmp_path / "d", DraftTrainConfig(visual_mode="full", ivsb=False),
                     progress=False)

@@ -62,7 +62,7 @@ def missing_demo_assets() -> str | None:
     return None
 
 
-def run_testbed_demo(frames: int = 48, max_new_tokens: int = 160, seed: int = 0, threads: int = 2,
+def run_testbed_demo(frames: int = 16, max_new_tokens: int = 200, seed: int = 0, threads: int = 2,
                      draft: str | Path | None = None, weights: str | Path | None = None) -> int:
     """Describe a held-out SynthVideo mp4 with the testbed and the Sparrow draft; 0 if the outputs matched."""
     from .commands.generate import GenerateOptions, run_generate

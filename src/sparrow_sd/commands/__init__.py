@@ -1,1 +1,19 @@
-"""Command implementations behind the ``sparrow`` CLI (one module per command)."""
+"""The ``sparrow`` commands, one module per command: its flags (``add_parser``) and what it does.
+
+========================  ==================
+``sparrow demo``          ``demo.py``
+``sparrow testbed ...``   ``testbed.py``
+``sparrow datagen``       ``datagen.py``
+``sparrow train``         ``train.py``
+``sparrow export``        ``export.py``
+``sparrow drafts ...``    ``suite.py``
+``sparrow generate``      ``generate.py``
+``sparrow bench``         ``bench.py``
+========================  ==================
+
+``flags.py`` holds what they share (flag value types, the target, tree and
+dtype flags, the checks before a model loads) and ``drafts.py`` reads the
+draft folders they take. :mod:`sparrow_sd.cli` assembles the parser and turns
+every error into one line. A module's heavy imports happen when its parser is
+built or its command runs, never when the package is imported.
+"""

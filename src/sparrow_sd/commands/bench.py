@@ -37,7 +37,7 @@ class BenchOptions:
     model: str = "testbed"
     drafts: dict[str, str] = field(default_factory=dict)  # method name -> draft folder
     sweep: SweepConfig = SweepConfig()
-    tree: TreeConfig = TreeConfig(depth=5, top_k=4, total_tokens=16)
+    tree: TreeConfig = TreeConfig()
     prompt_lookup: bool = True
     tune_tree: bool = False  # pick each draft's tree by timing candidates on a tuning clip first
     out: str = "runs/bench"
@@ -194,3 +194,61 @@ def run_acceptance(model: str, drafts: dict[str, str], lengths, clips: int, tree
         print(f"report: {out}")
     check_acceptance_lossless(rows)
     return report
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def add_parser(sub, name: str, help: str) -> None:
+    """``sparrow bench``: its flags, defaulting to :class:`SweepConfig`'s and :class:`BenchOptions`'s."""
+    from . import flags
+    from .flags import NON_NEGATIVE_FLOAT, POSITIVE
+
+    sweep = SweepConfig()
+    bench = sub.add_parser(
+        name, help=help,
+        description="Runs autoregressive decoding, Hugging Face prompt lookup and every --draft on the same "
+                    "held-out SynthVideo clips at each visual-token length, with the detailed-description prompt; "
+                    "writes bench.json, bench.md and bench.png to --out, and fails (exit 2) if any greedy output "
+                    "differs from autoregressive decoding. Needs the `bench` extra (matplotlib).",
+    )
+    flags.add_common_flags(bench)
+    flags.add_target_flags(bench)
+    flags.add_tree_flags(bench)
+    bench.add_argument("--draft", action="append", default=[], metavar="NAME=FOLDER",
+                       help="a draft to compare (repeatable), e.g. sparrow=drafts/sparrow")
+    bench.add_argument("--visual-tokens", type=POSITIVE, nargs="+", default=list(sweep.visual_tokens),
+                       help="visual-token lengths of the sweep")
+    bench.add_argument("--clips", type=POSITIVE, default=sweep.clips, help="clips per length")
+    bench.add_argument("--max-new-tokens", type=POSITIVE, default=sweep.max_new_tokens, help="tokens decoded per clip")
+    bench.add_argument("--temperatures", type=NON_NEGATIVE_FLOAT, nargs="+", default=list(sweep.temperatures),
+                       help="sampling temperatures (0: greedy)")
+    bench.add_argument("--quick", action="store_true", help="1k and 3k tokens, one clip, 64 new tokens")
+    bench.add_argument("--no-prompt-lookup", action="store_true", help="leave out HF prompt lookup decoding")
+    bench.add_argument("--tune-tree", action="store_true",
+                       help="before the sweep, time candidate trees (chains and EAGLE-2 trees) with each draft on a "
+                            "tuning clip at each length (one target prefill per length) and give each draft its "
+                            "fastest there; overrides --tree-*")
+    bench.add_argument("--out", default=BenchOptions.out, help="folder for bench.json, bench.md, bench.png")
+    bench.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """``sparrow bench``: the flags, the drafts, the extra and the output folder checked, then :func:`run_bench`."""
+    from ..paths import require_extra
+    from . import flags
+
+    sweep = QUICK if args.quick else SweepConfig(
+        visual_tokens=tuple(args.visual_tokens), clips=args.clips, max_new_tokens=args.max_new_tokens,
+        temperatures=tuple(args.temperatures))
+    check_sweep(sweep)
+    drafts = parse_drafts(args.draft)
+    flags.check_draft_folders(drafts)
+    require_extra("matplotlib", "sparrow bench (it draws bench.png)")
+    flags.writable(args.out)
+    flags.check_device(args)
+    flags.set_threads(args.threads)
+    run_bench(BenchOptions(model=args.model, drafts=drafts, sweep=sweep, tree=flags.tree_config(args),
+                           prompt_lookup=not args.no_prompt_lookup, tune_tree=args.tune_tree, out=args.out,
+                           dtype=args.dtype, device=args.device, language=args.language), argv=args.argv)
+    return 0

@@ -238,3 +238,74 @@ def _summary(r: dict) -> str:
         if r["identical_to_autoregressive"] is not None:
             parts.append("output identical" if r["identical_to_autoregressive"] else "OUTPUT DIFFERS")
     return " | ".join(parts)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def add_parser(sub, name: str, help: str) -> None:
+    """``sparrow generate``: its flags, defaulting to :class:`GenerateOptions`'s."""
+    import argparse
+
+    from . import flags
+    from .flags import NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, POSITIVE_FLOAT, PROBABILITY
+
+    generate = sub.add_parser(
+        name, help=help,
+        description="Decodes a video file with PyAV (frames sampled by count or fps, never a frame twice), asks "
+                    "the target the question and streams the answer; with --draft, speculative decoding "
+                    "(lossless), with --compare also plain decoding in the same run for the speedup and an "
+                    "identity check. --draft takes a `sparrow train` folder or an EAGLE-3 folder "
+                    "(`sparrow export`, vLLM / SGLang format).",
+    )
+    flags.add_common_flags(generate)
+    flags.add_target_flags(generate)
+    flags.add_tree_flags(generate)
+    generate.add_argument("--draft", default=None, help="draft folder (from `sparrow train`); none: plain decoding")
+    generate.add_argument("--video", required=True, help="video file (mp4, mkv, webm, ...)")
+    generate.add_argument("--prompt", required=True, help="the question or instruction")
+    generate.add_argument("--num-frames", type=POSITIVE, default=GenerateOptions.num_frames,
+                          help="frames sampled evenly over the video (at most the frames it has)")
+    generate.add_argument("--fps", type=POSITIVE_FLOAT, default=None,
+                          help="sample frames at this rate instead (at most each frame once)")
+    generate.add_argument("--max-new-tokens", type=POSITIVE, default=GenerateOptions.max_new_tokens,
+                          help="longest answer")
+    generate.add_argument("--temperature", type=NON_NEGATIVE_FLOAT, default=None,
+                          help="0: greedy, above 0: sample; unset, this and the next four come from the model's "
+                               "generation config, as in its own generate()")
+    generate.add_argument("--top-p", type=PROBABILITY, default=None, help="nucleus sampling mass")
+    generate.add_argument("--top-k", type=NON_NEGATIVE, default=None, help="0: off")
+    generate.add_argument("--min-p", type=PROBABILITY, default=None, help="drop tokens below this share of the top one")
+    generate.add_argument("--repetition-penalty", type=POSITIVE_FLOAT, default=None, help="1: off")
+    generate.add_argument("--seed", type=int, default=GenerateOptions.seed, help="sampling seed")
+    generate.add_argument("--compare", action="store_true",
+                          help="with --draft: also decode without the draft, report the speedup and check the "
+                               "outputs are identical")
+    generate.add_argument("--json", action="store_true", help="print one JSON report instead of text")
+    generate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                          help="progress bars on stderr for decoding the video and the target's prefill "
+                               "(default: when stderr is a terminal)")
+    generate.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """``sparrow generate``: the flags checked (no model loaded yet), then :func:`run_generate`."""
+    from . import flags
+
+    if args.compare and not args.draft:
+        raise InvalidInputError("--compare decodes with the draft and again without it, to measure the speedup "
+                                "and check the outputs match: give --draft")
+    if args.draft:
+        from .drafts import draft_format
+
+        draft_format(args.draft)
+    flags.check_device(args)
+    flags.set_threads(args.threads)
+    run_generate(GenerateOptions(
+        model=args.model, video=args.video, prompt=args.prompt, draft=args.draft,
+        num_frames=None if args.fps is not None else args.num_frames, fps=args.fps,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed, dtype=args.dtype,
+        device=args.device, tree=flags.tree_config(args), compare=args.compare, json=args.json,
+        language=args.language, progress=sys.stderr.isatty() if args.progress is None else args.progress))
+    return 0

@@ -58,7 +58,7 @@ class DatagenConfig:
     top_p: float = 1.0
     ivsb_layer: int | None = None  # None: the middle of the target's stack
     glimpse_tokens: int = 16
-    visual: str = "pooled"  # or "full" (needed by the full-visual and pruned baselines)
+    visual: str = "full"  # per-position visual states, which full-visual and pruned drafts need; or "pooled"
     aux_layers: tuple[int, ...] | None = None  # also store these layers' outputs (eagle3 drafts)
     shard_size: int = 32
     seed: int = 0
