@@ -8,7 +8,7 @@ from conftest import prompt_inputs, tiny_model
 
 from sparrow_sd.draft import build_draft_context, load_draft
 from sparrow_sd.errors import InvalidInputError
-from sparrow_sd.targets import wrap_target
+from sparrow_sd.targets import TargetSession, wrap_target
 from sparrow_sd.testing.drafts import tiny_draft
 from sparrow_sd.training.datagen import DatagenConfig, Sample, completed_ids, read_shards, run_datagen
 from sparrow_sd.training.records import hidden_positions, prefill_from_record, record_glimpse
@@ -77,7 +77,7 @@ def test_record_holds_the_targets_response_and_states(data):
     full["attention_mask"] = torch.ones_like(full["input_ids"])
     full["mm_token_type_ids"] = torch.cat([sample.inputs["mm_token_type_ids"],
                                            torch.zeros(1, len(response), dtype=torch.long)], 1)
-    prefill = target.prefill(full, room=1, capture_layers=[1])
+    prefill = TargetSession(target, full, room=1, capture_layers=[1]).prefill
     where = hidden_positions(prefill.visual_mask)
     assert record["hidden"].shape[0] == where.numel() < record["input_ids"].numel()
     assert torch.allclose(record["hidden"].float(), prefill.hidden[where].float(), atol=2e-2, rtol=1e-2)

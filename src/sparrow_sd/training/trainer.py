@@ -381,6 +381,6 @@ def _checkpoint(draft, optimizer, step: int, out_dir: Path) -> Path:
 
 
 def _stop_ids(model) -> list[int]:
-    from ..generate import _eos_ids
+    from ..generate import eos_ids
 
-    return sorted(_eos_ids(model))
+    return sorted(eos_ids(model))
