@@ -10,7 +10,7 @@ from sparrow_sd.draft.kv import DraftKV
 from sparrow_sd.errors import DraftTargetMismatchError, InvalidInputError
 from sparrow_sd.generate import SpeculativeGenerator
 from sparrow_sd.proposers import SparrowProposer, TreeConfig
-from sparrow_sd.targets import wrap_target
+from sparrow_sd.targets import TargetSession, wrap_target
 from sparrow_sd.testing import build_tiny_model, frames_for_tokens
 from sparrow_sd.testing.drafts import tiny_draft
 
@@ -18,7 +18,7 @@ from sparrow_sd.testing.drafts import tiny_draft
 def prefill(model, arch, frames, layers=(1,)):
     target = wrap_target(model)
     inputs = prompt_inputs(model, arch, seed=0, frames=frames)
-    return target, target.prefill(inputs, room=8, capture_layers=layers)
+    return target, TargetSession(target, inputs, room=8, capture_layers=layers).prefill
 
 
 class RecordingProposer(SparrowProposer):
@@ -162,7 +162,7 @@ def test_save_load_roundtrip_gives_identical_logits(tmp_path, arch):
     outs = []
     for d in (draft, loaded):
         proposer = SparrowProposer(d, TreeConfig(3, 2, 5))
-        pre = target.prefill(inputs, 64, proposer.capture_layers)
+        pre = TargetSession(target, inputs, 64, proposer.capture_layers).prefill
         proposer.start(target, pre, 7, 20)
         outs.append((proposer._root_logits.clone(), proposer.propose().tokens))
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)

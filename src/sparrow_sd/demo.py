@@ -26,9 +26,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import AssetError
-from .generate import GenerationResult, SpeculativeGenerator
+from .generate import GenerationResult, SpeculativeGenerator, prefill
 from .synth import bounded_num_events, make_clip, write_mp4
-from .proposers import SparrowProposer, TreeConfig
+from .proposers import NullProposer, SparrowProposer, TreeConfig
+from .targets import wrap_target
 from .testing import build_tiny_model, make_video_inputs
 from .testing.drafts import tiny_draft
 from .testing.oracle import OracleProposer
@@ -106,15 +107,17 @@ def run_demo(arch: str = "qwen2_5_vl", frames: int = 64, max_new_tokens: int = 6
     hf_s = time.perf_counter() - t0
 
     tree = TreeConfig(depth=5, top_k=4, total_tokens=16)
-    runs: dict[str, GenerationResult] = {}
-    methods = {
-        "autoregressive": None,
-        "sparrow (random draft)": SparrowProposer(tiny_draft(model, "none", seed=seed), tree),
+    target = wrap_target(model)
+    proposers = {
+        "autoregressive": NullProposer(),
+        "sparrow (random draft)": SparrowProposer(tiny_draft(target, "none", seed=seed), tree),
         "oracle (upper bound)": OracleProposer(reference, depth=5, branching=2, error_rate=0.1,
                                                vocab_size=spec.text_token_range.stop, seed=seed),
     }
-    for name, proposer in methods.items():
-        runs[name] = SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=max_new_tokens)
+    runs: dict[str, GenerationResult] = {}
+    with prefill(target, inputs, max_new_tokens, proposers.values()) as session:  # every method decodes from it
+        for name, proposer in proposers.items():
+            runs[name] = SpeculativeGenerator(target, proposer).decode(session, max_new_tokens)
 
     table = Table(title="same prompt, same cache, greedy")
     for col in ("method", "tokens", "identical to generate()", "steps", "tau", "decode s", "decode speedup"):

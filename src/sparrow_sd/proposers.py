@@ -6,12 +6,13 @@ target's verdict, and never looks inside. The contract a proposer keeps (the
 loop checks the tree and raises :class:`~sparrow_sd.errors.ProposerError`):
 
 * ``max_tree_nodes``: the most candidates (nodes besides the root) any tree will
-  hold; read before the prefill to size the target's cache.
+  hold; read before each decode (a session's cache must have room for it).
   ``capture_layers`` / ``verify_layers``: target decoder layers whose outputs it
   needs at the prefill / at verified nodes (empty by default).
-* ``start(target, prefill, first_token, max_new_tokens)``: once per generation,
-  after the target's prefill, with the first emitted token (skipped when that
-  token already ends the generation).
+* ``start(target, prefill, first_token, max_new_tokens)``: once per decode, with
+  the (stateless) target adapter, the prompt's prefill (a session's, possibly
+  shared by several decodes: read it, do not change it) and the first emitted
+  token (skipped when that token already ends the generation).
 * ``propose()``: a :class:`~sparrow_sd.tree.DraftTree` whose node 0, the root, is
   the last emitted token (``first_token``, then the last token of the latest
   ``advance``); parents before children (``parents[0] == -1``, ``parents[i] < i``);

@@ -60,24 +60,26 @@ class GenerateOptions:
 
 
 def positions_needed(model, inputs, max_new_tokens: int, tree_nodes: int) -> int:
-    """Highest position id the prompt plus the new tokens (and one tree) will use, plus one."""
+    """Highest position id the prompt plus the new tokens (and one tree) will use, plus one.
+    ``model``: the target or its adapter."""
     positions, _ = wrap_target(model).prompt_positions(inputs)
     return int(positions.max()) + 1 + max_new_tokens + tree_nodes
 
 
 def check_context(model, make_inputs: Callable, question: str, frames: np.ndarray, inputs,
                   max_new_tokens: int, tree_nodes: int) -> None:
-    """Refuse a prompt that runs past the model's positions, saying how many frames would fit."""
+    """Refuse a prompt that runs past the model's positions, saying how many frames would fit.
+    ``model``: the target or its adapter."""
     target = wrap_target(model)
     limit = getattr(target.text_config, "max_position_embeddings", None)
     if not limit:
         return
-    need = positions_needed(model, inputs, max_new_tokens, tree_nodes)
+    need = positions_needed(target, inputs, max_new_tokens, tree_nodes)
     if need <= limit:
         return
     count = len(frames)
     half = max(1, count // 2)
-    need_half = positions_needed(model, make_inputs(question, frames[:half]), max_new_tokens, tree_nodes)
+    need_half = positions_needed(target, make_inputs(question, frames[:half]), max_new_tokens, tree_nodes)
     per_frame = (need - need_half) / max(1, count - half)
     fit = count - math.ceil((need - limit) / per_frame) if per_frame > 0 else 0
     advice = (f"sample at most {fit} frames (--num-frames {fit})" if fit >= 1 else
@@ -99,18 +101,19 @@ def run_generate(opts: GenerateOptions, out=None, err=None) -> dict:
         err.write(f"sparrow: warning: {warning}\n")
     err.flush()
     loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, language=opts.language)
+    target = wrap_target(loaded.model)
     proposer = None
     if opts.draft:
         draft = read_draft(opts.draft, device=opts.device, dtype=loaded.model.dtype)
-        draft.check_target(wrap_target(loaded.model))
+        draft.check_target(target)
         proposer = SparrowProposer(draft, opts.tree)
     inputs = loaded.make_inputs(opts.prompt, video.frames)
-    check_context(loaded.model, loaded.make_inputs, opts.prompt, video.frames, inputs, opts.max_new_tokens,
+    check_context(target, loaded.make_inputs, opts.prompt, video.frames, inputs, opts.max_new_tokens,
                   opts.tree.total_tokens if proposer else 0)
 
     emitted: list[int] = []
     shown = [""]
-    prefill = _PrefillProgress(loaded.model, inputs, err) if opts.progress else None
+    prefill = _PrefillProgress(target, inputs, err) if opts.progress else None
 
     def stream(new_tokens: list[int]) -> None:
         if prefill is not None:
@@ -123,16 +126,22 @@ def run_generate(opts: GenerateOptions, out=None, err=None) -> dict:
         shown[0] = text
 
     settings = dict(temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k, min_p=opts.min_p,
-                    repetition_penalty=opts.repetition_penalty, seed=opts.seed)
+                    repetition_penalty=opts.repetition_penalty)
+    generator = SpeculativeGenerator(target, proposer)
+    sampling = generator.sampling(inputs["input_ids"].shape[-1], **settings)  # a bad setting fails before the prefill
     try:
-        result = SpeculativeGenerator(loaded.model, proposer).generate(
-            inputs, max_new_tokens=opts.max_new_tokens, on_tokens=stream, **settings)
+        with generator.prefill(inputs, opts.max_new_tokens) as session:  # --compare's plain decode reuses it
+            result = generator.decode(session, opts.max_new_tokens, sampling=sampling, seed=opts.seed,
+                                      on_tokens=stream)
+            plain = None
+            if opts.compare and proposer is not None:
+                plain = SpeculativeGenerator(target).decode(session, opts.max_new_tokens, sampling=sampling,
+                                                            seed=opts.seed)
     finally:
         if prefill is not None:
             prefill.close()
     report = _report(opts, video, result, loaded.decode(result.tokens))
-    if opts.compare and proposer is not None:
-        plain = SpeculativeGenerator(loaded.model).generate(inputs, max_new_tokens=opts.max_new_tokens, **settings)
+    if plain is not None:
         report["autoregressive_decode_s"] = plain.stats.decode_s
         report["decode_speedup"] = plain.stats.decode_s / result.stats.decode_s if result.stats.decode_s else None
         report["identical_to_autoregressive"] = plain.tokens == result.tokens if result.sampling.greedy else None
@@ -189,7 +198,7 @@ class _PrefillProgress:
     def __init__(self, model, inputs, err):
         from tqdm.auto import tqdm
 
-        target = wrap_target(model)
+        target = wrap_target(model)  # the model or its adapter
         vision = getattr(target.base, "visual", None) or getattr(target.base, "vision_tower", None)
         blocks = _largest_module_list(vision) + list(getattr(target.language_model, "layers", []))
         tokens = int(inputs["input_ids"].shape[-1])
