@@ -95,8 +95,8 @@ def test_encoder_pads_and_cuts_lines():
 def test_unchanged_frames_show_filler_only_between_the_first_and_the_last():
     lines = ["Frame 1: a.", "Frame 2: a.", "Frame 3: a, b. Changes: b appears.", "Frame 4: a, b.", "Frame 5: a, b."]
     encode = lambda text: [len(word) for word in text.split()]  # noqa: E731
-    repeat = SceneEncoder(encode, FILLER_ID, 8, read_lines=lambda f: lines, unchanged_frames="repeat")
-    filler = SceneEncoder(encode, FILLER_ID, 8, read_lines=lambda f: lines)
+    repeat = SceneEncoder(encode, FILLER_ID, 8, read_lines=lambda f: lines)
+    filler = SceneEncoder(encode, FILLER_ID, 8, read_lines=lambda f: lines, unchanged_frames="filler")
     full, kept = repeat.frame_ids(np.zeros((5, 4, 4, 3), np.uint8)), filler.frame_ids(np.zeros((5, 4, 4, 3), np.uint8))
     assert [bool((row != FILLER_ID).any()) for row in kept] == [True, False, True, False, True]
     for t in (0, 2, 4):
@@ -110,7 +110,7 @@ def test_weights_written_before_the_unchanged_frames_setting_read_every_frame_in
     old = json.loads(TestbedConfig().to_json())
     del old["unchanged_frames"]
     assert TestbedConfig.from_json(json.dumps(old)).unchanged_frames == "repeat"
-    assert TestbedConfig().unchanged_frames == "filler"
+    assert TestbedConfig().unchanged_frames == "repeat"
     with pytest.raises(InvalidInputError, match="unchanged_frames"):
         TestbedConfig(unchanged_frames="skip")
 

@@ -42,7 +42,7 @@ class SceneEncoder:
     """
 
     def __init__(self, encode: Callable[[str], list[int]], filler_id: int, tokens_per_frame: int,
-                 read_lines: Callable[[np.ndarray], list[str]] | None = None, unchanged_frames: str = "filler"):
+                 read_lines: Callable[[np.ndarray], list[str]] | None = None, unchanged_frames: str = "repeat"):
         if tokens_per_frame < 1:
             raise InvalidInputError(f"tokens_per_frame must be positive, got {tokens_per_frame}")
         if unchanged_frames not in ("filler", "repeat"):
