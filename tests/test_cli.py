@@ -185,7 +185,7 @@ def test_testbed_demo_streams_and_reports_a_measured_comparison(tmp_path, capsys
 
 
 def test_demo_without_committed_assets_says_so_and_runs_the_tiny_demo(capsys, monkeypatch):
-    import sparrow_sd.demo as demo
+    import sparrow_sd.commands.demos as demo
 
     monkeypatch.setattr(demo, "missing_demo_assets", lambda: "the trained Sparrow draft for the testbed is not committed yet")
     assert main(["demo", "--frames", "8", "--max-new-tokens", "8"]) == 0

@@ -1,6 +1,6 @@
 """``sparrow demo``: the testbed with the committed Sparrow draft, or (``--tiny``) the engine on a tiny random model.
 
-The demos themselves are :mod:`sparrow_sd.demo`; their defaults (frames, new
+The demos themselves are :mod:`sparrow_sd.commands.demos`; their defaults (frames, new
 tokens, model family) are those functions' own, so the help states them and
 an unset flag leaves them alone.
 """
@@ -18,7 +18,7 @@ def _defaults(function) -> dict:
 
 
 def add_parser(sub, name: str, help: str) -> None:
-    from ..demo import run_demo, run_testbed_demo
+    from .demos import run_demo, run_testbed_demo
     from ..testbed.config import TestbedConfig
     from ..testing import ARCHS
 
@@ -49,7 +49,7 @@ def add_parser(sub, name: str, help: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import missing_demo_assets, run_demo, run_testbed_demo
+    from .demos import missing_demo_assets, run_demo, run_testbed_demo
 
     missing = None if (args.draft and args.weights) else missing_demo_assets()
     if missing and not args.tiny:

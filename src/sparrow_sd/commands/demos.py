@@ -25,14 +25,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from .errors import AssetError
-from .generate import GenerationResult, SpeculativeGenerator, prefill
-from .synth import bounded_num_events, make_clip, write_mp4
-from .proposers import NullProposer, SparrowProposer, TreeConfig
-from .targets import wrap_target
-from .testing import build_tiny_model, make_video_inputs
-from .testing.drafts import tiny_draft
-from .testing.oracle import OracleProposer
+from ..errors import AssetError
+from ..generate import GenerationResult, SpeculativeGenerator, prefill
+from ..synth import bounded_num_events, make_clip, write_mp4
+from ..proposers import NullProposer, SparrowProposer, TreeConfig
+from ..targets import wrap_target
+from ..testing import build_tiny_model, make_video_inputs
+from ..testing.drafts import tiny_draft
+from ..testing.oracle import OracleProposer
 
 COMMITTED_DRAFTS = Path(__file__).parent / "testbed" / "drafts"
 
@@ -52,7 +52,7 @@ def committed_draft(name: str = "sparrow") -> Path:
 
 def missing_demo_assets() -> str | None:
     """Why the testbed demo cannot run here (committed weights or draft absent), or None."""
-    from .testbed.loader import COMMITTED_WEIGHTS
+    from ..testbed.loader import COMMITTED_WEIGHTS
 
     if not COMMITTED_WEIGHTS.is_file():
         return "the trained testbed weights are not committed yet"
@@ -66,7 +66,7 @@ def missing_demo_assets() -> str | None:
 def run_testbed_demo(frames: int = 16, max_new_tokens: int = 200, seed: int = 0, threads: int = 2,
                      draft: str | Path | None = None, weights: str | Path | None = None) -> int:
     """Describe a held-out SynthVideo mp4 with the testbed and the Sparrow draft; 0 if the outputs matched."""
-    from .commands.generate import GenerateOptions, run_generate
+    from .generate import GenerateOptions, run_generate
 
     console = Console()
     torch.set_num_threads(threads)
