@@ -12,8 +12,9 @@
 ========================  ==================
 
 ``flags.py`` holds what they share (flag value types, the target, tree and
-dtype flags, the checks before a model loads) and ``drafts.py`` reads the
-draft folders they take. :mod:`sparrow_sd.cli` assembles the parser and turns
-every error into one line. A module's heavy imports happen when its parser is
-built or its command runs, never when the package is imported.
+dtype flags, the checks before a model loads), ``drafts.py`` reads the draft
+folders they take, and ``demos.py`` holds the two demos ``sparrow demo`` runs.
+:mod:`sparrow_sd.cli` assembles the parser and turns every error into one
+line. A module's heavy imports happen when its parser is built or its command
+runs, never when the package is imported.
 """
