@@ -197,7 +197,7 @@ def test_drafts_tau_prints_the_acceptance_table_and_checks_every_decode(tmp_path
     """`sparrow drafts tau`: one row per draft, one column per length, each decode checked against plain."""
     from sparrow_sd.generate import SpeculativeGenerator
     from sparrow_sd.models import load_target
-    from sparrow_sd.proposers import SparrowProposer, TreeConfig
+    from sparrow_sd.proposers import DraftProposer, TreeConfig
 
     loaded = load_target("tiny:qwen2_vl")
     a = save_draft(tiny_draft(loaded.model, "none"), tmp_path / "a")
@@ -219,7 +219,7 @@ def test_drafts_tau_prints_the_acceptance_table_and_checks_every_decode(tmp_path
     from sparrow_sd.draft import load_draft
 
     inputs, _ = sample_maker(loaded)(120, 1)
-    fresh = SpeculativeGenerator(loaded.model, SparrowProposer(load_draft(b), TreeConfig(3, 2, 5))).generate(
+    fresh = SpeculativeGenerator(loaded.model, DraftProposer(load_draft(b), TreeConfig(3, 2, 5))).generate(
         inputs, max_new_tokens=12)
     assert rows[("glimpse", 120)]["taus"][1] == pytest.approx(fresh.stats.tau)
 

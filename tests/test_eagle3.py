@@ -13,7 +13,7 @@ from sparrow_sd.draft.config import default_aux_layers
 from sparrow_sd.draft.export import EAGLE3_ARCHITECTURE, export_eagle3
 from sparrow_sd.errors import DraftTargetMismatchError, InvalidInputError
 from sparrow_sd.generate import SpeculativeGenerator
-from sparrow_sd.proposers import SparrowProposer, TreeConfig
+from sparrow_sd.proposers import DraftProposer, TreeConfig
 from sparrow_sd.targets import TargetSession, wrap_target
 from sparrow_sd.testing.drafts import tiny_draft
 from sparrow_sd.training.datagen import DatagenConfig, Sample, run_datagen
@@ -118,7 +118,7 @@ def test_eagle3_draft_matches_generate(arch, shape):
     for seed in (3, 4):
         inputs = prompt_inputs(model, arch, seed, frames=4)
         ref = hf_greedy(model, inputs, 24)
-        proposer = SparrowProposer(eagle3_draft(model, seed=seed), shape)
+        proposer = DraftProposer(eagle3_draft(model, seed=seed), shape)
         assert proposer.capture_layers == AUX and proposer.verify_layers == AUX
         result = SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=24)
         assert result.tokens == ref

@@ -16,7 +16,7 @@ from sparrow_sd.cli import main
 from sparrow_sd.draft import save_draft
 from sparrow_sd.errors import InvalidInputError
 from sparrow_sd.generate import SpeculativeGenerator, prefill
-from sparrow_sd.proposers import SparrowProposer, TreeConfig
+from sparrow_sd.proposers import DraftProposer, TreeConfig
 from sparrow_sd.sampling import SamplingConfig
 from sparrow_sd.synth import make_clip, write_mp4
 from sparrow_sd.targets import TargetAdapter, TargetSession, wrap_target
@@ -62,8 +62,8 @@ def test_rewind_then_decode_equals_a_fresh_prefill(arch):
     target = wrap_target(model)
     ref = hf_greedy(model, inputs, 16)
     plain = SpeculativeGenerator(target)
-    drafts = [SpeculativeGenerator(target, SparrowProposer(tiny_draft(target, "none"), TREE)),
-              SpeculativeGenerator(target, SparrowProposer(tiny_draft(target, "glimpse", ivsb_layer=1), TreeConfig.chain(4)))]
+    drafts = [SpeculativeGenerator(target, DraftProposer(tiny_draft(target, "none"), TREE)),
+              SpeculativeGenerator(target, DraftProposer(tiny_draft(target, "glimpse", ivsb_layer=1), TreeConfig.chain(4)))]
     with prefill(target, inputs, 16, [d.proposer for d in drafts]) as session:
         assert session.length == session.prompt_length == inputs["input_ids"].shape[1]
         assert session.capture_layers == (1,) and session.room == 16 + 6 + 1
@@ -86,7 +86,7 @@ def test_a_session_refuses_a_decode_it_cannot_serve():
     model = tiny_model("qwen2_vl")
     inputs = prompt_inputs(model, "qwen2_vl", seed=0)
     session = TargetSession(wrap_target(model), inputs, room=9)
-    glimpse = SpeculativeGenerator(model, SparrowProposer(tiny_draft(model, "glimpse", ivsb_layer=1), TREE))
+    glimpse = SpeculativeGenerator(model, DraftProposer(tiny_draft(model, "glimpse", ivsb_layer=1), TREE))
     with pytest.raises(InvalidInputError, match="room 9"):
         SpeculativeGenerator(model).decode(session, 9)  # 9 new tokens need room 10
     with pytest.raises(InvalidInputError, match=r"layers \[1\]"):

@@ -12,7 +12,7 @@ import torch
 
 from sparrow_sd.errors import InvalidInputError
 from sparrow_sd.generate import SpeculativeGenerator
-from sparrow_sd.proposers import SparrowProposer, TreeConfig
+from sparrow_sd.proposers import DraftProposer, TreeConfig
 from sparrow_sd.synth import make_clip
 from sparrow_sd.targets import wrap_target
 from sparrow_sd.testbed.config import TestbedConfig
@@ -128,7 +128,7 @@ def test_engine_is_lossless_on_the_testbed_class(model, shape, mode):
     for seed in (11, 12):
         inputs = clip_inputs(seed, frames=3 + seed % 3)
         ref = greedy(model, inputs, 20)
-        proposer = SparrowProposer(tiny_draft(model, mode, seed=seed), shape)
+        proposer = DraftProposer(tiny_draft(model, mode, seed=seed), shape)
         assert SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=20).tokens == ref
     assert SpeculativeGenerator(model).generate(inputs, max_new_tokens=20).tokens == ref
 

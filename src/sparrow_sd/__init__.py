@@ -16,7 +16,7 @@ Where things live:
 * ``generate.py``: the decoding loop (``decode`` from a session) and its statistics.
 """
 
-from .draft import DraftConfig, SparrowDraft, load_draft, save_draft
+from .draft import DraftConfig, Draft, load_draft, save_draft
 from .errors import (
     DraftTargetMismatchError,
     InvalidInputError,
@@ -26,7 +26,7 @@ from .errors import (
     VideoTokenMismatchError,
 )
 from .generate import GenerationResult, GenerationStats, SpeculativeGenerator
-from .proposers import NullProposer, Proposer, SparrowProposer, TreeConfig
+from .proposers import NullProposer, Proposer, DraftProposer, TreeConfig
 from .sampling import SamplingConfig
 from .targets import TargetAdapter, TargetPrefill, TargetSession, TargetVerify, wrap_target
 from .tree import DraftTree, TreeBuilder
@@ -44,9 +44,9 @@ __all__ = [
     "Proposer",
     "ProposerError",
     "SamplingConfig",
-    "SparrowDraft",
+    "Draft",
     "SparrowError",
-    "SparrowProposer",
+    "DraftProposer",
     "SpeculativeGenerator",
     "TargetAdapter",
     "TargetPrefill",

@@ -224,7 +224,7 @@ class SpeculativeGenerator:
 
     ``target``: a supported Hugging Face model (or its adapter; wrap a model once with
     :func:`~sparrow_sd.targets.wrap_target` to share one adapter); ``proposer``: e.g.
-    ``SparrowProposer(draft)``, or None for plain autoregressive decoding.
+    ``DraftProposer(draft)``, or None for plain autoregressive decoding.
     """
 
     def __init__(self, target, proposer: Proposer | None = None, eos_token_ids: set[int] | None = None):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from .draft.context import build_draft_context, target_states
-from .draft.model import SparrowDraft
+from .draft.model import Draft
 from .errors import InvalidInputError
 from .targets.base import TargetAdapter, TargetPrefill, TargetVerify
 from .tree import DraftTree, TreeBuilder, ancestors
@@ -99,10 +99,10 @@ class NullProposer(Proposer):
         self._root = int(tokens[-1])
 
 
-class SparrowProposer(Proposer):
-    """Grows EAGLE-2 trees with a :class:`SparrowDraft` (any visual mode)."""
+class DraftProposer(Proposer):
+    """Grows EAGLE-2 trees with a :class:`Draft` (any visual mode)."""
 
-    def __init__(self, draft: SparrowDraft, tree: TreeConfig = TreeConfig()):
+    def __init__(self, draft: Draft, tree: TreeConfig = TreeConfig()):
         self.draft = draft.eval()
         self.tree = tree
         cfg = draft.config

@@ -31,7 +31,7 @@ import torch
 
 from ..generate import SpeculativeGenerator
 from ..generate import prefill as engine_prefill
-from ..proposers import NullProposer, Proposer, SparrowProposer, TreeConfig
+from ..proposers import NullProposer, Proposer, DraftProposer, TreeConfig
 from ..targets import TargetAdapter, TargetSession, wrap_target
 
 
@@ -210,7 +210,7 @@ class DraftMethod(_GeneratorMethod):
                 "draft_vocab_size": c.draft_vocab_size}
 
     def _proposer(self):
-        return SparrowProposer(self.draft, self.tree)
+        return DraftProposer(self.draft, self.tree)
 
 
 class _StreamClock:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..generate import SpeculativeGenerator, prefill
-from ..proposers import SparrowProposer, TreeConfig
+from ..proposers import DraftProposer, TreeConfig
 from ..targets import TargetSession, wrap_target
 from ..targets.session import synchronize
 from ..tree import tree_attention_mask, tree_depths
@@ -102,7 +102,7 @@ def tune_tree(model, draft, inputs, candidates: Sequence[TreeConfig] = TREE_CAND
     trials = []
     try:
         for tree in candidates:
-            result = SpeculativeGenerator(target, SparrowProposer(draft, tree)).decode(session, max_new_tokens)
+            result = SpeculativeGenerator(target, DraftProposer(draft, tree)).decode(session, max_new_tokens)
             s = result.stats
             trials.append(TreeTrial(tree, s.tau, s.decode_s / max(1, len(result.tokens) - 1)))
     finally:
@@ -115,5 +115,5 @@ def tune_tree(model, draft, inputs, candidates: Sequence[TreeConfig] = TREE_CAND
 def tuning_prefill(model, drafts, inputs, candidates: Sequence[TreeConfig] = TREE_CANDIDATES,
                    max_new_tokens: int = 64) -> TargetSession:
     """One prefill of ``inputs`` from which every one of ``drafts`` can decode with every candidate tree."""
-    proposers = [SparrowProposer(draft, tree) for draft in drafts for tree in candidates]
+    proposers = [DraftProposer(draft, tree) for draft in drafts for tree in candidates]
     return prefill(wrap_target(model), inputs, max_new_tokens, proposers)

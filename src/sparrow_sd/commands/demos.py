@@ -28,7 +28,7 @@ from rich.table import Table
 from ..errors import AssetError
 from ..generate import GenerationResult, SpeculativeGenerator, prefill
 from ..synth import bounded_num_events, make_clip, write_mp4
-from ..proposers import NullProposer, SparrowProposer, TreeConfig
+from ..proposers import NullProposer, DraftProposer, TreeConfig
 from ..targets import wrap_target
 from ..testing import build_tiny_model, make_video_inputs
 from ..testing.drafts import tiny_draft
@@ -110,7 +110,7 @@ def run_demo(arch: str = "qwen2_5_vl", frames: int = 64, max_new_tokens: int = 6
     target = wrap_target(model)
     proposers = {
         "autoregressive": NullProposer(),
-        "sparrow (random draft)": SparrowProposer(tiny_draft(target, "none", seed=seed), tree),
+        "sparrow (random draft)": DraftProposer(tiny_draft(target, "none", seed=seed), tree),
         "oracle (upper bound)": OracleProposer(reference, depth=5, branching=2, error_rate=0.1,
                                                vocab_size=spec.text_token_range.stop, seed=seed),
     }

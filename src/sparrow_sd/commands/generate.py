@@ -28,7 +28,7 @@ import torch
 from ..errors import ContextLengthError, InvalidInputError
 from ..generate import GenerationResult, SpeculativeGenerator
 from ..models import load_target
-from ..proposers import SparrowProposer, TreeConfig
+from ..proposers import DraftProposer, TreeConfig
 from ..video import read_video
 from ..targets import wrap_target
 from .drafts import read_draft
@@ -106,7 +106,7 @@ def run_generate(opts: GenerateOptions, out=None, err=None) -> dict:
     if opts.draft:
         draft = read_draft(opts.draft, device=opts.device, dtype=loaded.model.dtype)
         draft.check_target(target)
-        proposer = SparrowProposer(draft, opts.tree)
+        proposer = DraftProposer(draft, opts.tree)
     inputs = loaded.make_inputs(opts.prompt, video.frames)
     check_context(target, loaded.make_inputs, opts.prompt, video.frames, inputs, opts.max_new_tokens,
                   opts.tree.total_tokens if proposer else 0)
