@@ -101,25 +101,25 @@ def test_verify_cost_curve_and_pick():
 
 def test_a_prefill_made_once_serves_every_decode_exactly():
     """Tuning at 25k shares one prefill: each decode from it equals a fresh generate, token for token."""
-    from sparrow_sd.bench.tune import prefilled_once
+    from sparrow_sd.bench.tune import tuning_prefill
     from sparrow_sd.errors import InvalidInputError
     from sparrow_sd.generate import SpeculativeGenerator
-    from sparrow_sd.proposers import SparrowProposer
+    from sparrow_sd.proposers import DraftProposer
 
     model = tiny_model(ARCH)
     inputs = prompt_inputs(model, ARCH, seed=2, frames=4)
     draft = tiny_draft(model, "glimpse", ivsb_layer=1)  # needs a captured intermediate layer too
     trees = (TreeConfig.chain(3), TreeConfig(depth=3, top_k=2, total_tokens=6), TreeConfig.chain(3))
-    proposer = SparrowProposer(draft, trees[0])
-    target = prefilled_once(model, inputs, room=20 + 6 + 1, capture_layers=proposer.capture_layers)
+    session = tuning_prefill(model, [draft], inputs, trees, max_new_tokens=20)
+    assert session.room == 20 + 6 + 1 and session.capture_layers == (1,)
     for tree in trees:
-        fresh = SpeculativeGenerator(model, SparrowProposer(draft, tree)).generate(inputs, max_new_tokens=20)
-        shared = SpeculativeGenerator(target, SparrowProposer(draft, tree)).generate(inputs, max_new_tokens=20)
+        fresh = SpeculativeGenerator(model, DraftProposer(draft, tree)).generate(inputs, max_new_tokens=20)
+        shared = SpeculativeGenerator(model, DraftProposer(draft, tree)).decode(session, max_new_tokens=20)
         assert shared.tokens == fresh.tokens and shared.stats.tau == fresh.stats.tau
     with pytest.raises(InvalidInputError, match="room"):
-        SpeculativeGenerator(target, SparrowProposer(draft, trees[0])).generate(inputs, max_new_tokens=40)
-    target.release_cache()
-    assert target.cache is None
+        SpeculativeGenerator(model, DraftProposer(draft, trees[0])).decode(session, max_new_tokens=40)
+    session.release()
+    assert session.cache is None and session.nbytes() == 0
 
 
 def test_tune_tree_times_every_candidate_and_keeps_the_fastest():
@@ -135,8 +135,8 @@ def test_tune_tree_times_every_candidate_and_keeps_the_fastest():
     assert all(t.tau >= 1.0 and t.decode_s_per_token > 0 for t in trials)
     assert set(trials[0].to_dict()) == {"depth", "top_k", "total_tokens", "tau", "decode_ms_per_token"}
     # a trial's tau is the tau of that tree's own decode
-    from sparrow_sd.proposers import SparrowProposer
+    from sparrow_sd.proposers import DraftProposer
 
-    again = SpeculativeGenerator(model, SparrowProposer(tiny_draft(model, "none"), candidates[1])).generate(
+    again = SpeculativeGenerator(model, DraftProposer(tiny_draft(model, "none"), candidates[1])).generate(
         inputs, max_new_tokens=10)
     assert again.stats.tau == pytest.approx(trials[1].tau)

@@ -147,7 +147,10 @@ def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
                  "--clips", "1", "--max-new-tokens", "8", "--tree-tokens", "6", "--tune-tree", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "| sparrow |" in captured.out.replace("  ", " ") or "sparrow" in captured.out
+    assert (out / "bench.md").read_text() in captured.out  # the table written is the table printed
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in captured.out.splitlines()
+            if line.startswith("| 0 |")]  # greedy rows: T, visual tokens, method, ...
+    assert sorted(row[2] for row in rows) == sorted(["autoregressive", "hf-prompt-lookup", "sparrow"] * 2)
     data = json.loads((out / "bench.json").read_text())
     assert data["command"].startswith("sparrow bench") and data["machine"]["torch_threads"] >= 1
     assert {r["method"] for r in data["summary"]} == {"autoregressive", "hf-prompt-lookup", "sparrow"}
@@ -186,7 +189,7 @@ def test_testbed_demo_streams_and_reports_a_measured_comparison(tmp_path, capsys
 
 
 def test_demo_without_committed_assets_says_so_and_runs_the_tiny_demo(capsys, monkeypatch):
-    import sparrow_sd.demo as demo
+    import sparrow_sd.commands.demos as demo
 
     monkeypatch.setattr(demo, "missing_demo_assets", lambda: "the trained Sparrow draft for the testbed is not committed yet")
     assert main(["demo", "--frames", "8", "--max-new-tokens", "8"]) == 0
@@ -198,7 +201,7 @@ def test_drafts_tau_prints_the_acceptance_table_and_checks_every_decode(tmp_path
     """`sparrow drafts tau`: one row per draft, one column per length, each decode checked against plain."""
     from sparrow_sd.generate import SpeculativeGenerator
     from sparrow_sd.models import load_target
-    from sparrow_sd.proposers import SparrowProposer, TreeConfig
+    from sparrow_sd.proposers import DraftProposer, TreeConfig
 
     loaded = load_target("tiny:qwen2_vl")
     a = save_draft(tiny_draft(loaded.model, "none"), tmp_path / "a")
@@ -220,6 +223,93 @@ def test_drafts_tau_prints_the_acceptance_table_and_checks_every_decode(tmp_path
     from sparrow_sd.draft import load_draft
 
     inputs, _ = sample_maker(loaded)(120, 1)
-    fresh = SpeculativeGenerator(loaded.model, SparrowProposer(load_draft(b), TreeConfig(3, 2, 5))).generate(
+    fresh = SpeculativeGenerator(loaded.model, DraftProposer(load_draft(b), TreeConfig(3, 2, 5))).generate(
         inputs, max_new_tokens=12)
     assert rows[("glimpse", 120)]["taus"][1] == pytest.approx(fresh.stats.tau)
+
+
+# --- the parser: every command's help, defaults from one place ----------------------------------
+
+
+def runnable_commands(parser, path=()):
+    """(path, parser) of every command that runs (`demo`, `testbed build`, ...), from the full parser."""
+    nested = [a for a in parser._actions if isinstance(getattr(a, "choices", None), dict)]
+    if not nested:
+        yield path, parser
+    for action in nested:
+        for name, child in action.choices.items():
+            yield from runnable_commands(child, (*path, name))
+
+
+def test_every_command_help_works_and_shows_its_defaults(capsys):
+    """`sparrow CMD --help` as a user runs it (only CMD's parser built in full) is the full parser's help."""
+    import argparse
+
+    from sparrow_sd.cli import COMMANDS, build_parser
+
+    assert main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    assert all(f"    {name} " in listing for name in COMMANDS)
+    commands = list(runnable_commands(build_parser()))
+    assert {path[0] for path, _ in commands} == set(COMMANDS) and len(commands) == len(COMMANDS) + 3
+    for path, parser in commands:
+        assert main([*path, "--help"]) == 0, path
+        text = capsys.readouterr().out
+        assert text == parser.format_help(), path
+        flat = " ".join(text.split())
+        for action in parser._actions:
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+                shown = " ".join(str(action.default).split())
+                assert f"(default: {shown})" in flat, (path, action.option_strings[0])
+
+
+def test_flag_defaults_are_the_dataclasses(capsys):
+    from sparrow_sd.bench import SweepConfig
+    from sparrow_sd.cli import build_parser
+    from sparrow_sd.proposers import TreeConfig
+    from sparrow_sd.testbed.training import LONG_STAGE, TrainConfig
+    from sparrow_sd.training.datagen import DatagenConfig
+    from sparrow_sd.training.suite import SuiteConfig
+
+    parsers = {" ".join(path): parser for path, parser in runnable_commands(build_parser())}
+
+    def defaults(command, *required):
+        return vars(parsers[command].parse_args(list(required)))
+
+    datagen = defaults("datagen", "--out", "data")
+    config = DatagenConfig()
+    assert datagen["visual"] == config.visual == "full"  # what full-visual and pruned drafts train from
+    assert (datagen["max_new_tokens"], datagen["glimpse_tokens"], datagen["shard_size"]) == (
+        config.max_new_tokens, config.glimpse_tokens, config.shard_size)
+    suite = defaults("drafts build")
+    assert (suite["count"], suite["frames"]) == (SuiteConfig().count, ",".join(map(str, SuiteConfig().frames)))
+    bench = defaults("bench")
+    assert tuple(bench["visual_tokens"]) == SweepConfig().visual_tokens and bench["clips"] == SweepConfig().clips
+    assert TreeConfig(bench["tree_depth"], bench["tree_top_k"], bench["tree_tokens"]) == TreeConfig()
+    build = defaults("testbed build")
+    recipe = TrainConfig()
+    assert (build["steps"], build["long_steps"], build["lr"]) == (recipe.steps, LONG_STAGE.steps, recipe.lr)
+
+
+def test_testbed_build_passes_the_long_stage(tmp_path, monkeypatch, capsys):
+    """--long-steps N runs the long-clip stage for N steps, 0 skips it; the command is recorded."""
+    import dataclasses
+    import shlex
+
+    import sparrow_sd.testbed.build as build
+    from sparrow_sd.testbed.training import LONG_STAGE
+
+    calls = []
+    monkeypatch.setattr(build, "build_testbed", lambda out, train, **kw: calls.append((train, kw)) or True)
+    base = ["testbed", "build", "--out", str(tmp_path / "lora.safetensors"), "--work", str(tmp_path / "work"),
+            "--no-eval", "--threads", "1"]
+    for extra, long in (([], LONG_STAGE), (["--long-steps", "3"], dataclasses.replace(LONG_STAGE, steps=3)),
+                        (["--long-steps", "0"], None)):
+        assert main(base + extra) == 0
+        train, kw = calls.pop()
+        assert kw["long"] == long and kw["command"] == "sparrow " + shlex.join(base + extra)
+    one_line_error(capsys, base + ["--long-steps", "-1"], "--long-steps", "at least 0")
+
+
+def test_testbed_eval_refuses_too_few_clips_before_loading(capsys):
+    one_line_error(capsys, ["testbed", "eval", "--clips", "1"], "--clips 1", "at least 2 clips")

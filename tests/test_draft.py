@@ -5,12 +5,12 @@ import torch
 from safetensors.torch import load_file
 from conftest import prompt_inputs, tiny_model
 
-from sparrow_sd.draft import DraftConfig, SparrowDraft, build_draft_context, load_draft, save_draft
+from sparrow_sd.draft import DraftConfig, Draft, build_draft_context, load_draft, save_draft
 from sparrow_sd.draft.kv import DraftKV
 from sparrow_sd.errors import DraftTargetMismatchError, InvalidInputError
 from sparrow_sd.generate import SpeculativeGenerator
-from sparrow_sd.proposers import SparrowProposer, TreeConfig
-from sparrow_sd.targets import wrap_target
+from sparrow_sd.proposers import DraftProposer, TreeConfig
+from sparrow_sd.targets import TargetSession, wrap_target
 from sparrow_sd.testing import build_tiny_model, frames_for_tokens
 from sparrow_sd.testing.drafts import tiny_draft
 
@@ -18,10 +18,10 @@ from sparrow_sd.testing.drafts import tiny_draft
 def prefill(model, arch, frames, layers=(1,)):
     target = wrap_target(model)
     inputs = prompt_inputs(model, arch, seed=0, frames=frames)
-    return target, target.prefill(inputs, room=8, capture_layers=layers)
+    return target, TargetSession(target, inputs, room=8, capture_layers=layers).prefill
 
 
-class RecordingProposer(SparrowProposer):
+class RecordingProposer(DraftProposer):
     """Records the number of items of every draft forward."""
 
     def __init__(self, *args, **kwargs):
@@ -143,7 +143,7 @@ def test_draft_windows_smaller_than_the_tree(arch, shape):
     inputs = prompt_inputs(model, arch, seed=2, frames=2, before=1, after=1)
     ref = hf_greedy(model, inputs, 10)
     for window in (2, 3):
-        proposer = SparrowProposer(tiny_draft(model, "none", seed=1, window=window), shape)
+        proposer = DraftProposer(tiny_draft(model, "none", seed=1, window=window), shape)
         assert SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=10).tokens == ref
 
 
@@ -161,8 +161,8 @@ def test_save_load_roundtrip_gives_identical_logits(tmp_path, arch):
     inputs = prompt_inputs(model, arch, seed=1, frames=4)
     outs = []
     for d in (draft, loaded):
-        proposer = SparrowProposer(d, TreeConfig(3, 2, 5))
-        pre = target.prefill(inputs, 64, proposer.capture_layers)
+        proposer = DraftProposer(d, TreeConfig(3, 2, 5))
+        pre = TargetSession(target, inputs, 64, proposer.capture_layers).prefill
         proposer.start(target, pre, 7, 20)
         outs.append((proposer._root_logits.clone(), proposer.propose().tokens))
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
@@ -213,10 +213,10 @@ def test_mismatched_draft_is_refused():
     draft = tiny_draft(qwen)
     inputs = prompt_inputs(wide, "qwen2_vl", seed=0)
     with pytest.raises(DraftTargetMismatchError, match="vocabulary 128 vs target 160"):
-        SpeculativeGenerator(wide, SparrowProposer(draft)).generate(inputs, max_new_tokens=4)
+        SpeculativeGenerator(wide, DraftProposer(draft)).generate(inputs, max_new_tokens=4)
     with pytest.raises(DraftTargetMismatchError, match="built for qwen2_vl"):
-        SpeculativeGenerator(llava, SparrowProposer(draft)).generate(prompt_inputs(llava, "llava_onevision", 0), 4)
+        SpeculativeGenerator(llava, DraftProposer(draft)).generate(prompt_inputs(llava, "llava_onevision", 0), 4)
     with pytest.raises(DraftTargetMismatchError, match="hidden size"):
-        SparrowDraft.from_target(wrap_target(qwen), DraftConfig(32, 64, 2, 1, vocab_size=128))
+        Draft.from_target(wrap_target(qwen), DraftConfig(32, 64, 2, 1, vocab_size=128))
     with pytest.raises(DraftTargetMismatchError, match="IVSB layer 9"):
         tiny_draft(qwen, "glimpse", ivsb_layer=9)

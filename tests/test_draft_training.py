@@ -8,7 +8,7 @@ from conftest import appended, prompt_inputs, tiny_model
 
 from sparrow_sd.draft import build_draft_context, load_draft
 from sparrow_sd.errors import InvalidInputError
-from sparrow_sd.targets import wrap_target
+from sparrow_sd.targets import TargetSession, wrap_target
 from sparrow_sd.testing.drafts import tiny_draft
 from sparrow_sd.training.datagen import DatagenConfig, Sample, completed_ids, run_datagen
 from sparrow_sd.training.records import hidden_positions, prefill_from_record, record_glimpse
@@ -73,7 +73,7 @@ def test_record_holds_the_targets_response_and_states(data):
     assert response == expected  # the target wrote it, greedy
     assert record["loss_mask"].sum() == len(response) and not record["loss_mask"][:prompt_len].any()
     # states: exactly the target's, at text positions and the one before text, never all positions
-    prefill = target.prefill(appended(sample.inputs, response), room=1, capture_layers=[1])
+    prefill = TargetSession(target, appended(sample.inputs, response), room=1, capture_layers=[1]).prefill
     where = hidden_positions(prefill.visual_mask)
     assert record["hidden"].shape[0] == where.numel() < record["input_ids"].numel()
     assert torch.allclose(record["hidden"].float(), prefill.hidden[where].float(), atol=2e-2, rtol=1e-2)
@@ -91,8 +91,8 @@ def test_record_holds_the_targets_response_and_states(data):
         assert torch.allclose(live.embeds.float(), rebuilt.embeds, atol=3e-2, rtol=1e-2)
         assert torch.allclose(live.hidden.float(), rebuilt.hidden, atol=3e-2, rtol=1e-2)
         # training pins in the draft's window the items inference pins: the prompt's own
-        inference = build_draft_context(wrap_target(model).prefill(sample.inputs, room=1, capture_layers=[1]),
-                                         draft.config)
+        inference = build_draft_context(
+            TargetSession(wrap_target(model), sample.inputs, room=1, capture_layers=[1]).prefill, draft.config)
         assert prompt_items(rebuilt, record) == len(inference)
 
 
@@ -130,7 +130,8 @@ def test_training_lowers_the_loss_and_saves_a_loadable_draft(data, tmp_path):
 
 def test_full_mode_needs_full_visual_data(tmp_path):
     model = tiny_model(ARCH)
-    run_datagen(model, samples(model, 2), tmp_path, DatagenConfig(max_new_tokens=4), progress=False)
+    run_datagen(model, samples(model, 2), tmp_path, DatagenConfig(max_new_tokens=4, visual="pooled"),
+                progress=False)
     with pytest.raises(InvalidInputError, match="visual full"):
         train_draft(model, tmp_path, tmp_path / "d", DraftTrainConfig(visual_mode="full", ivsb=False),
                     progress=False)

@@ -13,8 +13,8 @@ from sparrow_sd.draft.config import default_aux_layers
 from sparrow_sd.draft.export import EAGLE3_ARCHITECTURE, export_eagle3
 from sparrow_sd.errors import DraftTargetMismatchError, InvalidInputError
 from sparrow_sd.generate import SpeculativeGenerator
-from sparrow_sd.proposers import SparrowProposer, TreeConfig
-from sparrow_sd.targets import wrap_target
+from sparrow_sd.proposers import DraftProposer, TreeConfig
+from sparrow_sd.targets import TargetSession, wrap_target
 from sparrow_sd.testing.drafts import tiny_draft
 from sparrow_sd.training.datagen import DatagenConfig, Sample, run_datagen
 from sparrow_sd.training.records import prefill_from_record
@@ -103,10 +103,10 @@ def test_verify_captures_the_same_aux_states_as_a_prefill():
     target = wrap_target(model)
     inputs = prompt_inputs(model, "qwen2_vl", seed=2, frames=4)
     extra = torch.tensor([9, 11, 13])
-    full = target.prefill(appended(inputs, extra), room=1, capture_layers=AUX)
-    target.prefill(inputs, room=8, capture_layers=AUX)
+    full = TargetSession(target, appended(inputs, extra), room=1, capture_layers=AUX).prefill
+    session = TargetSession(target, inputs, room=8, capture_layers=AUX)
     chain = torch.ones(3, 3, dtype=torch.bool).tril()
-    out = target.verify(extra, chain, torch.arange(3), capture_layers=AUX)
+    out = session.verify(extra, chain, torch.arange(3), capture_layers=AUX)
     for layer in AUX:
         torch.testing.assert_close(out.layer_hidden[layer], full.layer_hidden[layer][-3:], rtol=1e-4, atol=1e-4)
 
@@ -118,7 +118,7 @@ def test_eagle3_draft_matches_generate(arch, shape):
     for seed in (3, 4):
         inputs = prompt_inputs(model, arch, seed, frames=4)
         ref = hf_greedy(model, inputs, 24)
-        proposer = SparrowProposer(eagle3_draft(model, seed=seed), shape)
+        proposer = DraftProposer(eagle3_draft(model, seed=seed), shape)
         assert proposer.capture_layers == AUX and proposer.verify_layers == AUX
         result = SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=24)
         assert result.tokens == ref
@@ -141,7 +141,7 @@ def test_aux_records_rebuild_the_targets_aux_states(aux_data):
     target = wrap_target(model)
     inputs = prompt_inputs(model, "qwen2_vl", seed=0, frames=4)
     response = record["input_ids"][inputs["input_ids"].shape[1]:]
-    live = target.prefill(appended(inputs, response), room=1, capture_layers=AUX)
+    live = TargetSession(target, appended(inputs, response), room=1, capture_layers=AUX).prefill
     where = record["hidden_positions"].long()
     for layer in AUX:  # stored in bf16
         torch.testing.assert_close(rebuilt.layer_hidden[layer][where], live.layer_hidden[layer][where].float(),

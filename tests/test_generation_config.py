@@ -15,7 +15,7 @@ import torch
 from conftest import prompt_inputs
 from test_lossless_sampling import pvalue
 
-from sparrow_sd import SamplingConfig, SparrowProposer, SpeculativeGenerator, TreeConfig
+from sparrow_sd import SamplingConfig, DraftProposer, SpeculativeGenerator, TreeConfig
 from sparrow_sd.errors import InvalidInputError
 from sparrow_sd.sampling import HF_DEFAULTS
 from sparrow_sd.testing import build_tiny_model, make_video_inputs
@@ -41,7 +41,7 @@ def test_greedy_with_a_repetition_penalty_matches_generate(arch):
     oracle = OracleProposer(ref, depth=6, branching=2, error_rate=0.2, vocab_size=120, seed=3)
     result = SpeculativeGenerator(model, oracle).generate(inputs, max_new_tokens=24)
     assert result.tokens == ref and result.stats.tau > 3
-    proposer = SparrowProposer(tiny_draft(model, seed=1), TreeConfig(depth=4, top_k=3, total_tokens=10))
+    proposer = DraftProposer(tiny_draft(model, seed=1), TreeConfig(depth=4, top_k=3, total_tokens=10))
     assert SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=24).tokens == ref
     # a penalty below 1 (favouring repeats) and one passed as an argument
     model.generation_config.repetition_penalty = 0.7
@@ -62,7 +62,7 @@ def test_a_qwen_instruct_generation_config_matches_generate():
     inputs = prompt_inputs(model, arch, seed=5, frames=2)
     torch.manual_seed(0)
     ref = hf_default(model, inputs, 20)
-    proposer = SparrowProposer(tiny_draft(model, seed=2), TreeConfig(depth=4, top_k=3, total_tokens=10))
+    proposer = DraftProposer(tiny_draft(model, seed=2), TreeConfig(depth=4, top_k=3, total_tokens=10))
     oracle = OracleProposer(ref, depth=5, branching=2, error_rate=0.2, vocab_size=120, seed=5)
     for p in (None, proposer, oracle):
         result = SpeculativeGenerator(model, p).generate(inputs, max_new_tokens=20)
@@ -118,7 +118,7 @@ def test_sampling_with_every_supported_setting_follows_the_target_distribution()
     # a strong penalty: the second and third tokens' distributions depend on the tokens before them
     inputs = make_video_inputs(arch, model, num_frames=2, prompt_ids_before=[1, 2, 3], prompt_ids_after=[4, 5], seed=1)
     exact = exact_marginals_hf(model, inputs)
-    proposer = SparrowProposer(tiny_draft(model, "none", seed=2), TreeConfig(depth=3, top_k=8, total_tokens=16))
+    proposer = DraftProposer(tiny_draft(model, "none", seed=2), TreeConfig(depth=3, top_k=8, total_tokens=16))
     gen = SpeculativeGenerator(model, proposer, eos_token_ids=set())
     draws, accepted = [], 0
     for seed in range(RUNS):
@@ -173,6 +173,6 @@ def test_library_calls_leave_the_global_rng_alone():
     expected = torch.rand(3)
     torch.manual_seed(123)
     draft = tiny_draft(model, seed=7)
-    SpeculativeGenerator(model, SparrowProposer(draft)).generate(inputs, max_new_tokens=4, temperature=1.0, seed=None)
+    SpeculativeGenerator(model, DraftProposer(draft)).generate(inputs, max_new_tokens=4, temperature=1.0, seed=None)
     assert torch.equal(torch.rand(3), expected)
     assert torch.equal(tiny_draft(model, seed=7).fc.weight, draft.fc.weight)  # still from its seed

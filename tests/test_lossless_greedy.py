@@ -14,7 +14,7 @@ import torch
 from conftest import appended, hf_greedy, prompt_inputs, tiny_model
 
 from sparrow_sd.generate import SpeculativeGenerator
-from sparrow_sd.proposers import SparrowProposer, TreeConfig
+from sparrow_sd.proposers import DraftProposer, TreeConfig
 from sparrow_sd.testing.drafts import tiny_draft
 from sparrow_sd.testing.oracle import OracleProposer
 
@@ -38,7 +38,7 @@ def test_sparrow_draft_matches_generate(arch, shape, mode):
     for seed in (3, 4):
         inputs = prompt_inputs(model, arch, seed, frames=4)
         ref = hf_greedy(model, inputs, 24)
-        proposer = SparrowProposer(tiny_draft(model, mode, seed=seed), shape)
+        proposer = DraftProposer(tiny_draft(model, mode, seed=seed), shape)
         result = SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=24)
         assert result.tokens == ref
         assert result.stats.steps == len(result.stats.accepted_per_step)
@@ -85,7 +85,7 @@ def test_many_prompts_and_lengths_qwen25():
         inputs = prompt_inputs(model, arch, seed, frames=2 * (seed % 4) + 2, before=seed % 5, after=3 + seed % 4)
         max_new = 5 + 7 * (seed % 3)
         ref = hf_greedy(model, inputs, max_new)
-        result = SpeculativeGenerator(model, SparrowProposer(draft, TREE)).generate(inputs, max_new_tokens=max_new)
+        result = SpeculativeGenerator(model, DraftProposer(draft, TREE)).generate(inputs, max_new_tokens=max_new)
         assert result.tokens == ref
 
 
@@ -167,7 +167,7 @@ def test_bfloat16_draft_tree_is_greedy_up_to_rounding(arch):
     taus = []
     for seed in (0, 1, 3):
         inputs = bf16_inputs(model, arch, seed)
-        proposer = SparrowProposer(tiny_draft(model, seed=seed), TREE)  # a bf16 draft, like the target
+        proposer = DraftProposer(tiny_draft(model, seed=seed), TREE)  # a bf16 draft, like the target
         assert proposer.draft.fc.weight.dtype == torch.bfloat16
         result = SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=24)
         assert_bf16_greedy(model, inputs, result.tokens, 24)

@@ -15,7 +15,7 @@ import torch
 from scipy.stats import chisquare
 
 from sparrow_sd.generate import SpeculativeGenerator
-from sparrow_sd.proposers import SparrowProposer, TreeConfig
+from sparrow_sd.proposers import DraftProposer, TreeConfig
 from sparrow_sd.sampling import SamplingConfig, target_probs
 from sparrow_sd.testing import build_tiny_model, make_video_inputs
 from sparrow_sd.testing.drafts import tiny_draft
@@ -79,7 +79,7 @@ def test_sampled_tokens_follow_the_target_distribution(temperature, top_p):
     sampling = SamplingConfig(temperature, top_p)
     p1, p2, p3 = exact_marginals(model, inputs, sampling)
 
-    proposer = SparrowProposer(tiny_draft(model, "none", seed=2), TreeConfig(depth=3, top_k=8, total_tokens=16))
+    proposer = DraftProposer(tiny_draft(model, "none", seed=2), TreeConfig(depth=3, top_k=8, total_tokens=16))
     gen = SpeculativeGenerator(model, proposer, eos_token_ids=set())
     draws, accepted = [], 0
     for seed in range(RUNS):

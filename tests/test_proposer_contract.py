@@ -8,7 +8,7 @@ from sparrow_sd import (
     DraftTree,
     Proposer,
     ProposerError,
-    SparrowProposer,
+    DraftProposer,
     SpeculativeGenerator,
     TargetAdapter,
     TargetPrefill,
@@ -70,7 +70,7 @@ def test_the_tree_budget_follows_a_changed_tree():
     model = tiny_model("qwen2_vl")
     inputs = prompt_inputs(model, "qwen2_vl", seed=2, frames=2)
     ref = hf_greedy(model, inputs, 16)
-    proposer = SparrowProposer(tiny_draft(model, seed=3), TreeConfig(depth=2, top_k=2, total_tokens=3))
+    proposer = DraftProposer(tiny_draft(model, seed=3), TreeConfig(depth=2, top_k=2, total_tokens=3))
     proposer.tree = TreeConfig(depth=4, top_k=4, total_tokens=14)
     assert proposer.max_tree_nodes == 14
     assert SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=16).tokens == ref

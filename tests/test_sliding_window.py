@@ -11,7 +11,7 @@ from conftest import hf_greedy, prompt_inputs
 
 from sparrow_sd.errors import UnsupportedModelError
 from sparrow_sd.generate import SpeculativeGenerator
-from sparrow_sd.proposers import SparrowProposer, TreeConfig
+from sparrow_sd.proposers import DraftProposer, TreeConfig
 from sparrow_sd.targets import wrap_target
 from sparrow_sd.testing import build_tiny_model
 from sparrow_sd.testing.drafts import tiny_draft
@@ -35,7 +35,7 @@ def test_sliding_window_target_matches_generate(arch, attn):
     oracle = OracleProposer(ref, depth=7, branching=2, error_rate=0.2, vocab_size=120, seed=1)
     result = SpeculativeGenerator(model, oracle).generate(inputs, max_new_tokens=20)
     assert result.tokens == ref and result.stats.tau > 2
-    proposer = SparrowProposer(tiny_draft(model, seed=1), TreeConfig(depth=6, top_k=3, total_tokens=12))
+    proposer = DraftProposer(tiny_draft(model, seed=1), TreeConfig(depth=6, top_k=3, total_tokens=12))
     assert SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=20).tokens == ref
 
 

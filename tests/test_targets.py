@@ -7,7 +7,7 @@ from conftest import appended, prompt_inputs, tiny_model
 from sparrow_sd.errors import CacheCapacityError, InvalidInputError, UnsupportedModelError, VideoTokenMismatchError
 from sparrow_sd.generate import SpeculativeGenerator
 from sparrow_sd.kv_cache import PreallocatedCache
-from sparrow_sd.targets import wrap_target
+from sparrow_sd.targets import TargetSession, wrap_target
 from sparrow_sd.tree import tree_attention_mask, tree_depths
 
 
@@ -17,7 +17,7 @@ def test_prefill_matches_plain_forward(arch):
     with torch.no_grad():
         ref = model(**inputs, output_hidden_states=True)
     target = wrap_target(model)
-    pre = target.prefill(inputs, room=4, capture_layers=(1,))
+    pre = TargetSession(target, inputs, room=4, capture_layers=(1,)).prefill
     torch.testing.assert_close(pre.last_logits, ref.logits[0, -1].float())
     torch.testing.assert_close(pre.hidden, ref.hidden_states[-1][0])
     torch.testing.assert_close(pre.layer_hidden[1], ref.hidden_states[2][0])  # [0] is the embeddings
@@ -31,18 +31,18 @@ def test_tree_verify_equals_sequential_decoding(arch):
     target = wrap_target(model)
     parents = torch.tensor([-1, 0, 0, 1, 1, 3])
     tokens = torch.tensor([5, 9, 17, 23, 4, 42])
-    target.prefill(inputs, room=64)
-    start = target.length
-    tree = target.verify(tokens, tree_attention_mask(parents), tree_depths(parents))
+    session = TargetSession(target, inputs, room=64)
+    start = session.length
+    tree = session.verify(tokens, tree_attention_mask(parents), tree_depths(parents))
     for node, path in {3: [0, 1, 3], 5: [0, 1, 3, 5], 2: [0, 2]}.items():
         with torch.no_grad():
             ref = model.generate(**appended(inputs, tokens[path]), max_new_tokens=1, do_sample=False,
                                  output_logits=True, return_dict_in_generate=True)
         torch.testing.assert_close(tree.logits[node], ref.logits[0][0].float(), atol=1e-4, rtol=1e-4)
     # commit the path 0-1-3 and continue: the next token's logits match too
-    target.commit(torch.tensor([0, 1, 3]))
-    assert target.length == start + 3
-    nxt = target.verify(tokens[5:6], torch.ones(1, 1, dtype=torch.bool), torch.zeros(1, dtype=torch.long))
+    session.commit(torch.tensor([0, 1, 3]))
+    assert session.length == start + 3
+    nxt = session.verify(tokens[5:6], torch.ones(1, 1, dtype=torch.bool), torch.zeros(1, dtype=torch.long))
     torch.testing.assert_close(nxt.logits[0], tree.logits[5], atol=1e-4, rtol=1e-4)
 
 

@@ -4,15 +4,18 @@ No asset needed: these pin the seam (the inner model's ``get_video_features``)
 and that the engine is lossless on exactly this class, tree and chain.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from sparrow_sd.errors import InvalidInputError
 from sparrow_sd.generate import SpeculativeGenerator
-from sparrow_sd.proposers import SparrowProposer, TreeConfig
+from sparrow_sd.proposers import DraftProposer, TreeConfig
 from sparrow_sd.synth import make_clip
 from sparrow_sd.targets import wrap_target
+from sparrow_sd.testbed.config import TestbedConfig
 from sparrow_sd.testbed.model import SceneEncoder, SceneReaderOnevisionModel, attach_scene_reader
 from sparrow_sd.testing.drafts import tiny_draft
 from sparrow_sd.testing.oracle import OracleProposer
@@ -89,6 +92,29 @@ def test_encoder_pads_and_cuts_lines():
     assert ids.tolist() == [[0, 1, FILLER_ID, FILLER_ID], [0, 1, 2, 3]]
 
 
+def test_unchanged_frames_show_filler_only_between_the_first_and_the_last():
+    lines = ["Frame 1: a.", "Frame 2: a.", "Frame 3: a, b. Changes: b appears.", "Frame 4: a, b.", "Frame 5: a, b."]
+    encode = lambda text: [len(word) for word in text.split()]  # noqa: E731
+    repeat = SceneEncoder(encode, FILLER_ID, 8, read_lines=lambda f: lines)
+    filler = SceneEncoder(encode, FILLER_ID, 8, read_lines=lambda f: lines, unchanged_frames="filler")
+    full, kept = repeat.frame_ids(np.zeros((5, 4, 4, 3), np.uint8)), filler.frame_ids(np.zeros((5, 4, 4, 3), np.uint8))
+    assert [bool((row != FILLER_ID).any()) for row in kept] == [True, False, True, False, True]
+    for t in (0, 2, 4):
+        assert torch.equal(kept[t], full[t])
+    assert (full != FILLER_ID).any(dim=1).all()
+    with pytest.raises(InvalidInputError, match="unchanged_frames"):
+        SceneEncoder(encode, FILLER_ID, 8, unchanged_frames="skip")
+
+
+def test_weights_written_before_the_unchanged_frames_setting_read_every_frame_in_full():
+    old = json.loads(TestbedConfig().to_json())
+    del old["unchanged_frames"]
+    assert TestbedConfig.from_json(json.dumps(old)).unchanged_frames == "repeat"
+    assert TestbedConfig().unchanged_frames == "repeat"
+    with pytest.raises(InvalidInputError, match="unchanged_frames"):
+        TestbedConfig(unchanged_frames="skip")
+
+
 def test_attach_refuses_a_token_count_the_model_does_not_give():
     model = build_tiny_testbed(seed=1)
     with pytest.raises(InvalidInputError, match="tokens"):
@@ -102,7 +128,7 @@ def test_engine_is_lossless_on_the_testbed_class(model, shape, mode):
     for seed in (11, 12):
         inputs = clip_inputs(seed, frames=3 + seed % 3)
         ref = greedy(model, inputs, 20)
-        proposer = SparrowProposer(tiny_draft(model, mode, seed=seed), shape)
+        proposer = DraftProposer(tiny_draft(model, mode, seed=seed), shape)
         assert SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=20).tokens == ref
     assert SpeculativeGenerator(model).generate(inputs, max_new_tokens=20).tokens == ref
 

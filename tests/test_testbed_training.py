@@ -136,3 +136,16 @@ def test_an_older_checkpoint_without_the_newer_recipe_fields_still_resumes(tmp_p
     lines = []
     train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=tmp_path / "ck.pt", log=lines.append)
     assert lines == ["resumed at step 1 of 1"]
+
+
+def test_a_checkpoint_of_another_testbed_config_is_refused(tmp_path):
+    """Same recipe, but the frames were shown another way: resuming would mix two trainings."""
+    processor = TinyTestbedProcessor()
+    short = dataclasses.replace(TINY, steps=1)
+    train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=tmp_path / "ck.pt", log=lambda s: None)
+    saved = torch.load(tmp_path / "ck.pt", weights_only=True)
+    saved["testbed"] = dataclasses.replace(processor.config, unchanged_frames="filler").to_json()
+    torch.save(saved, tmp_path / "ck.pt")
+    with pytest.raises(InvalidInputError, match="another testbed config"):
+        train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=tmp_path / "ck.pt",
+                   log=lambda s: None)

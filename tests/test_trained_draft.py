@@ -13,7 +13,7 @@ import torch
 from conftest import hf_greedy, prompt_inputs, tiny_model
 
 from sparrow_sd.generate import SpeculativeGenerator
-from sparrow_sd.proposers import SparrowProposer, TreeConfig
+from sparrow_sd.proposers import DraftProposer, TreeConfig
 from sparrow_sd.testing.drafts import tiny_draft
 from sparrow_sd.training.datagen import DatagenConfig, Sample, run_datagen
 from sparrow_sd.training.shards import DataShards
@@ -46,13 +46,13 @@ def test_a_trained_draft_is_accepted_deep_and_stays_lossless(trained, shape):
     taus, random_taus, longest = [], [], 0
     for i, sample in enumerate(samples):
         ref = hf_greedy(model, sample.inputs, NEW_TOKENS)
-        result = SpeculativeGenerator(model, SparrowProposer(draft, shape)).generate(sample.inputs,
+        result = SpeculativeGenerator(model, DraftProposer(draft, shape)).generate(sample.inputs,
                                                                                      max_new_tokens=NEW_TOKENS)
         assert result.tokens == ref  # held-out prompt included: lossless whatever the draft proposes
         if sample.id in trained_on:
             taus.append(result.stats.tau)
             longest = max(longest, max(result.stats.accepted_per_step))
-            rand = SpeculativeGenerator(model, SparrowProposer(tiny_draft(model, seed=i), shape))
+            rand = SpeculativeGenerator(model, DraftProposer(tiny_draft(model, seed=i), shape))
             random_taus.append(rand.generate(sample.inputs, max_new_tokens=NEW_TOKENS).stats.tau)
     mean, random_mean = sum(taus) / len(taus), sum(random_taus) / len(random_taus)
     assert mean > 1.5 and mean > random_mean + 0.5, f"trained tau {taus}, random tau {random_taus}"

@@ -2,7 +2,8 @@
 
 Where things live:
 
-* ``targets/``: adapters over the unmodified Hugging Face Video LLMs (prefill, verify, commit);
+* ``targets/``: stateless adapters over the unmodified Hugging Face Video LLMs (prefill, verify a tree), one
+  per model, and ``TargetSession``, one request's cache, positions and prefill (verify, commit, rewind);
 * ``kv_cache.py``: the target's preallocated, position-indexed cache;
 * ``draft/``: the Sparrow draft model, its config, its text-anchored context, its cache, its files;
 * ``tree.py``: candidate trees (masks, positions, paths, EAGLE-2 growth);
@@ -12,10 +13,10 @@ Where things live:
 * ``sampling.py``: the target's next-token settings, read from its generation config as
   ``generate()`` reads them, and its logits processing;
 * ``verify.py``: which candidates the target keeps;
-* ``generate.py``: the decoding loop and its statistics.
+* ``generate.py``: the decoding loop (``decode`` from a session) and its statistics.
 """
 
-from .draft import DraftConfig, SparrowDraft, load_draft, save_draft
+from .draft import DraftConfig, Draft, load_draft, save_draft
 from .errors import (
     DraftTargetMismatchError,
     InvalidInputError,
@@ -25,9 +26,9 @@ from .errors import (
     VideoTokenMismatchError,
 )
 from .generate import GenerationResult, GenerationStats, SpeculativeGenerator
-from .proposers import NullProposer, Proposer, SparrowProposer, TreeConfig
+from .proposers import NullProposer, Proposer, DraftProposer, TreeConfig
 from .sampling import SamplingConfig
-from .targets import TargetAdapter, TargetPrefill, TargetVerify, wrap_target
+from .targets import TargetAdapter, TargetPrefill, TargetSession, TargetVerify, wrap_target
 from .tree import DraftTree, TreeBuilder
 
 __version__ = "0.1.0"
@@ -43,12 +44,13 @@ __all__ = [
     "Proposer",
     "ProposerError",
     "SamplingConfig",
-    "SparrowDraft",
+    "Draft",
     "SparrowError",
-    "SparrowProposer",
+    "DraftProposer",
     "SpeculativeGenerator",
     "TargetAdapter",
     "TargetPrefill",
+    "TargetSession",
     "TargetVerify",
     "TreeBuilder",
     "TreeConfig",

@@ -6,12 +6,13 @@ target's verdict, and never looks inside. The contract a proposer keeps (the
 loop checks the tree and raises :class:`~sparrow_sd.errors.ProposerError`):
 
 * ``max_tree_nodes``: the most candidates (nodes besides the root) any tree will
-  hold; read before the prefill to size the target's cache.
+  hold; read before each decode (a session's cache must have room for it).
   ``capture_layers`` / ``verify_layers``: target decoder layers whose outputs it
   needs at the prefill / at verified nodes (empty by default).
-* ``start(target, prefill, first_token, max_new_tokens)``: once per generation,
-  after the target's prefill, with the first emitted token (skipped when that
-  token already ends the generation).
+* ``start(target, prefill, first_token, max_new_tokens)``: once per decode, with
+  the (stateless) target adapter, the prompt's prefill (a session's, possibly
+  shared by several decodes: read it, do not change it) and the first emitted
+  token (skipped when that token already ends the generation).
 * ``propose()``: a :class:`~sparrow_sd.tree.DraftTree` whose node 0, the root, is
   the last emitted token (``first_token``, then the last token of the latest
   ``advance``); parents before children (``parents[0] == -1``, ``parents[i] < i``);
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from .draft.context import build_draft_context, target_states
-from .draft.model import SparrowDraft
+from .draft.model import Draft
 from .errors import InvalidInputError
 from .targets.base import TargetAdapter, TargetPrefill, TargetVerify
 from .tree import DraftTree, TreeBuilder, ancestors
@@ -98,10 +99,10 @@ class NullProposer(Proposer):
         self._root = int(tokens[-1])
 
 
-class SparrowProposer(Proposer):
-    """Grows EAGLE-2 trees with a :class:`SparrowDraft` (any visual mode)."""
+class DraftProposer(Proposer):
+    """Grows EAGLE-2 trees with a :class:`Draft` (any visual mode)."""
 
-    def __init__(self, draft: SparrowDraft, tree: TreeConfig = TreeConfig()):
+    def __init__(self, draft: Draft, tree: TreeConfig = TreeConfig()):
         self.draft = draft.eval()
         self.tree = tree
         cfg = draft.config

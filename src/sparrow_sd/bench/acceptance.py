@@ -2,13 +2,14 @@
 
 tau (the mean accepted length) depends on the draft, the tree and the text the
 target writes, not on how long a forward takes, so it needs no timing and no
-repeated prefills: each clip is prefilled once (:func:`~.tune.prefilled_once`)
-and plain decoding and every draft decode from that same prefill. At 25k
-visual tokens that is one target prefill (minutes on a CPU) per clip instead of
-one per draft, which is what makes several long clips affordable. Every greedy
-draft decode is checked against the plain decode of the same clip; speed is the
-benchmark's job (``sparrow bench``), which times each method from its own
-prefill.
+repeated prefills: each clip is prefilled once (a
+:class:`~sparrow_sd.targets.TargetSession`, see :func:`~sparrow_sd.generate.prefill`)
+and plain decoding and every draft decode from that same prefill. At 25k visual
+tokens that is one target prefill (minutes on a CPU) per clip instead of one per
+draft, which is what makes several long clips affordable. Every greedy draft
+decode is checked against the plain decode of the same clip; speed is the
+benchmark's job (``sparrow bench``, which also decodes every method of a clip
+from one prefill, and times each decode).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from statistics import mean, pstdev
 
-from ..generate import SpeculativeGenerator
-from ..proposers import SparrowProposer, TreeConfig
+from ..generate import SpeculativeGenerator, prefill
+from ..proposers import DraftProposer, TreeConfig
+from ..targets import wrap_target
 from .sweep import LosslessnessError
-from .tune import draft_capture_layers, prefilled_once
 
 
 @dataclass
@@ -42,32 +43,33 @@ def acceptance_table(model, drafts: dict, make_sample: Callable[[int, int], tupl
                      progress: bool = True) -> list[AcceptanceRow]:
     """tau per (draft, length) over ``clips`` clips; greedy, every draft checked against plain decoding.
 
-    ``drafts``: name -> :class:`~sparrow_sd.draft.SparrowDraft`; ``make_sample(length, clip)`` ->
-    (inputs, actual visual tokens), as in :func:`~.sweep.run_sweep`.
+    ``model``: the target (or its adapter); ``drafts``: name -> :class:`~sparrow_sd.draft.Draft`;
+    ``make_sample(length, clip)`` -> (inputs, actual visual tokens), as in :func:`~.sweep.run_sweep`.
     """
     from tqdm.auto import tqdm
 
-    layers = draft_capture_layers(drafts.values())
+    target = wrap_target(model)
+    plain_decoder = SpeculativeGenerator(target)
+    decoders = {name: SpeculativeGenerator(target, DraftProposer(draft, tree)) for name, draft in drafts.items()}
+    proposers = [decoder.proposer for decoder in decoders.values()]
     rows = {(name, n): AcceptanceRow(name, n) for n in lengths for name in drafts}
     bar = tqdm(total=len(lengths) * clips * (len(drafts) + 1), desc="tau", unit="decode", disable=None if progress else True)
     for n in lengths:
         for clip in range(clips):
             inputs, actual = make_sample(n, clip)
             bar.set_postfix_str(f"{actual} visual tokens, clip {clip}: prefill")
-            target = prefilled_once(model, inputs, room=max_new_tokens + tree.total_tokens + 1, capture_layers=layers)
-            plain = SpeculativeGenerator(target).generate(inputs, max_new_tokens=max_new_tokens).tokens
-            bar.update(1)
-            for name, draft in drafts.items():
-                bar.set_postfix_str(f"{actual} visual tokens, clip {clip}: {name}")
-                result = SpeculativeGenerator(target, SparrowProposer(draft, tree)).generate(
-                    inputs, max_new_tokens=max_new_tokens)
-                row = rows[(name, n)]
-                row.actual_visual_tokens.append(actual)
-                row.taus.append(result.stats.tau)
-                row.new_tokens.append(len(result.tokens))
-                row.lossless.append(result.tokens == plain)
+            with prefill(target, inputs, max_new_tokens, proposers) as session:
+                plain = plain_decoder.decode(session, max_new_tokens).tokens
                 bar.update(1)
-            target.release_cache()
+                for name, decoder in decoders.items():
+                    bar.set_postfix_str(f"{actual} visual tokens, clip {clip}: {name}")
+                    result = decoder.decode(session, max_new_tokens)
+                    row = rows[(name, n)]
+                    row.actual_visual_tokens.append(actual)
+                    row.taus.append(result.stats.tau)
+                    row.new_tokens.append(len(result.tokens))
+                    row.lossless.append(result.tokens == plain)
+                    bar.update(1)
     bar.close()
     return list(rows.values())
 

@@ -10,6 +10,14 @@ the target's prefill and includes the draft's). Methods:
 - :class:`PromptLookup`: Hugging Face ``generate`` with prompt lookup
   decoding, timed by a streamer (its first streamed new token marks the end of
   its prefill; each later streamer call is one verification step).
+
+The engine's methods decode one clip from one target prefill
+(:class:`SharedPrefill`, made by :func:`share_prefill` from what each method's
+:meth:`Method.prefill_needs` asks for): they all report that prefill's time, and a
+peak memory of the larger of the prefill's peak and what the prefill holds plus
+the decode's own peak, i.e. what the method would peak at from a prefill of its own.
+A method that prefills by itself (Hugging Face's ``generate``) says so with
+``prefill_needs() -> None``.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from pathlib import Path
 import torch
 
 from ..generate import SpeculativeGenerator
-from ..proposers import SparrowProposer, TreeConfig
+from ..generate import prefill as engine_prefill
+from ..proposers import NullProposer, Proposer, DraftProposer, TreeConfig
+from ..targets import TargetAdapter, TargetSession, wrap_target
 
 
 @dataclass
@@ -43,12 +53,13 @@ class MethodRun:
 
 
 class PeakMemory:
-    """Peak memory above the starting point while the block runs: CUDA allocator
-    statistics on a GPU, resident set size sampled every few ms on a CPU."""
+    """Peak memory above the starting point while the block runs, and what is still held at its end:
+    CUDA allocator statistics on a GPU, resident set size sampled every few ms on a CPU."""
 
     def __init__(self, device: torch.device):
-        self.device = device
+        self.device = torch.device(device)
         self.peak = 0
+        self.held = 0
 
     @staticmethod
     def _rss() -> int:
@@ -81,10 +92,49 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
+            self.held = max(0, torch.cuda.memory_allocated(self.device) - self.base)
             return
         self.running = False
         self.thread.join()
-        self.peak = max(0, max(self.highest, self._rss()) - self.base)
+        now = self._rss()
+        self.peak = max(0, max(self.highest, now) - self.base)
+        self.held = max(0, now - self.base)
+
+
+@dataclass(frozen=True)
+class PrefillNeeds:
+    """What a method's decode needs of a shared engine prefill: its target (adapter) and its
+    proposer (whose largest tree and captured layers size the prefill)."""
+
+    target: TargetAdapter
+    proposer: Proposer
+
+
+@dataclass
+class SharedPrefill:
+    """One clip's target prefill, which every engine method decodes from, and its memory."""
+
+    session: TargetSession
+    peak_bytes: int = 0  # above the memory before the prefill, at its highest during it
+    held_bytes: int = 0  # still held after it: the cache and the prefill's states
+
+    def release(self) -> None:
+        self.session.release()
+
+
+def share_prefill(needs: list[PrefillNeeds | None], inputs, max_new_tokens: int) -> list[SharedPrefill | None]:
+    """One prefill of ``inputs`` per target model among ``needs``, sized for all of that model's methods;
+    for each entry its prefill (None where the method prefills by itself)."""
+    groups: dict[int, list[PrefillNeeds]] = {}
+    for need in needs:
+        if need is not None:
+            groups.setdefault(id(need.target.model), []).append(need)
+    made = {}
+    for key, group in groups.items():
+        with PeakMemory(group[0].target.device) as memory:
+            session = engine_prefill(group[0].target, inputs, max_new_tokens, [need.proposer for need in group])
+        made[key] = SharedPrefill(session, memory.peak, memory.held)
+    return [None if need is None else made[id(need.target.model)] for need in needs]
 
 
 class Method:
@@ -97,26 +147,40 @@ class Method:
     def at_length(self, visual_tokens: int) -> None:
         """Called before the sweep's runs at ``visual_tokens`` (a method tuned per length switches here)."""
 
-    def run(self, inputs, max_new_tokens: int, temperature: float = 0.0, seed: int = 0) -> MethodRun:
+    def prefill_needs(self) -> PrefillNeeds | None:
+        """What this method's decode needs of a shared engine prefill; None (the default): the method
+        prefills by itself, and :meth:`run` gets no ``prefill``."""
+        return None
+
+    def run(self, inputs, max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
+            prefill: SharedPrefill | None = None) -> MethodRun:
+        """Decode ``inputs``; ``prefill``: the clip's shared prefill, when :meth:`prefill_needs` asked for one."""
         raise NotImplementedError
 
 
 class _GeneratorMethod(Method):
     def __init__(self, model, eos_token_ids=None):
-        self.model = model
+        self.target = wrap_target(model)
+        self.model = self.target.model
         self.eos = eos_token_ids
 
     def _proposer(self):
         return None
 
-    def run(self, inputs, max_new_tokens, temperature=0.0, seed=0):
-        generator = SpeculativeGenerator(self.model, self._proposer(), eos_token_ids=self.eos)
-        device = generator.target.device
-        with PeakMemory(torch.device(device)) as memory:
-            result = generator.generate(inputs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    def prefill_needs(self) -> PrefillNeeds:
+        return PrefillNeeds(self.target, self._proposer() or NullProposer())
+
+    def run(self, inputs, max_new_tokens, temperature=0.0, seed=0, prefill=None):
+        generator = SpeculativeGenerator(self.target, self._proposer(), eos_token_ids=self.eos)
+        with PeakMemory(self.target.device) as memory:
+            if prefill is None:
+                result = generator.generate(inputs, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+            else:
+                result = generator.decode(prefill.session, max_new_tokens, temperature=temperature, seed=seed)
+        peak = memory.peak if prefill is None else max(prefill.peak_bytes, prefill.held_bytes + memory.peak)
         s = result.stats
         return MethodRun(result.tokens, s.tau, s.target_prefill_s, s.draft_prefill_s, s.decode_s, s.total_s,
-                         s.draft_cache_bytes, memory.peak)
+                         s.draft_cache_bytes, peak)
 
 
 class Autoregressive(_GeneratorMethod):
@@ -146,7 +210,7 @@ class DraftMethod(_GeneratorMethod):
                 "draft_vocab_size": c.draft_vocab_size}
 
     def _proposer(self):
-        return SparrowProposer(self.draft, self.tree)
+        return DraftProposer(self.draft, self.tree)
 
 
 class _StreamClock:
@@ -174,7 +238,7 @@ class PromptLookup(Method):
     def settings(self):
         return {"prompt_lookup_num_tokens": self.num_tokens, "max_matching_ngram_size": self.ngram}
 
-    def run(self, inputs, max_new_tokens, temperature=0.0, seed=0):
+    def run(self, inputs, max_new_tokens, temperature=0.0, seed=0, prefill=None):
         clock = _StreamClock()
         kwargs = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens, "streamer": clock,
                   "prompt_lookup_num_tokens": self.num_tokens, "max_matching_ngram_size": self.ngram}

@@ -2,7 +2,8 @@
 
 For each visual-token length, each clip and each temperature setting, every
 method decodes the same inputs; the autoregressive run comes first and is the
-reference. Greedy outputs of every other method must equal it token for
+reference. The engine's methods decode each clip from one target prefill
+(:func:`~.methods.share_prefill`), sized for the largest tree among them. Greedy outputs of every other method must equal it token for
 token: a difference is recorded, and :func:`check_lossless` (called after the
 report is written, so it shows which sample failed) raises
 :class:`LosslessnessError`. Sampled runs are not compared token by
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from ..errors import SparrowError
-from .methods import Method, MethodRun
+from .methods import Method, MethodRun, share_prefill
 
 
 class LosslessnessError(SparrowError):
@@ -70,7 +71,8 @@ class SweepResult:
 def run_sweep(methods: Sequence[Method], make_sample: Callable[[int, int], tuple[dict, int]],
               cfg: SweepConfig, progress: bool = True) -> SweepResult:
     """``make_sample(visual_tokens, clip_index) -> (inputs, actual visual tokens)``; the first
-    method is the autoregressive reference."""
+    method is the autoregressive reference. One target prefill per clip serves every method
+    whose :meth:`~.methods.Method.prefill_needs` asks for one."""
     from tqdm.auto import tqdm
 
     result = SweepResult(cfg, methods={m.name: m.settings() for m in methods})  # before at_length() changes trees
@@ -81,18 +83,27 @@ def run_sweep(methods: Sequence[Method], make_sample: Callable[[int, int], tuple
             method.at_length(tokens)
         for clip in range(cfg.clips):
             inputs, actual = make_sample(tokens, clip)
-            for temperature in cfg.temperatures:
-                reference = None
-                for method in methods:
-                    bar.set_postfix_str(f"{tokens} visual tokens, clip {clip}, {method.name}")
-                    run = method.run(inputs, cfg.max_new_tokens, temperature, seed=cfg.seed + clip)
-                    lossless = None
-                    if reference is None:
-                        reference = run.tokens
-                    elif temperature == 0:
-                        lossless = run.tokens == reference
-                    result.samples.append(SampleResult(method.name, tokens, actual, clip, temperature, run, lossless))
-                    bar.update(1)
+            bar.set_postfix_str(f"{tokens} visual tokens, clip {clip}, prefill")
+            prefills = share_prefill([m.prefill_needs() for m in methods], inputs, cfg.max_new_tokens)
+            try:
+                for temperature in cfg.temperatures:
+                    reference = None
+                    for method, prefill in zip(methods, prefills):
+                        bar.set_postfix_str(f"{tokens} visual tokens, clip {clip}, {method.name}")
+                        shared = {} if prefill is None else {"prefill": prefill}
+                        run = method.run(inputs, cfg.max_new_tokens, temperature, seed=cfg.seed + clip, **shared)
+                        lossless = None
+                        if reference is None:
+                            reference = run.tokens
+                        elif temperature == 0:
+                            lossless = run.tokens == reference
+                        result.samples.append(SampleResult(method.name, tokens, actual, clip, temperature, run,
+                                                           lossless))
+                        bar.update(1)
+            finally:
+                for prefill in prefills:
+                    if prefill is not None:
+                        prefill.release()
     bar.close()
     return result
 

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..errors import InvalidInputError
-from ..generate import SpeculativeGenerator
-from ..proposers import SparrowProposer, TreeConfig
-from ..targets import TargetAdapter, wrap_target
+from ..generate import SpeculativeGenerator, prefill
+from ..proposers import DraftProposer, TreeConfig
+from ..targets import TargetSession, wrap_target
+from ..targets.session import synchronize
 from ..tree import tree_attention_mask, tree_depths
 
 
@@ -35,29 +35,24 @@ def verify_cost_curve(model, inputs, node_counts: Sequence[int] = (1, 2, 4, 8, 1
                       repeats: int = 3) -> dict[int, float]:
     """Median seconds of one verify forward for each tree size, after one prefill of ``inputs``."""
     target = wrap_target(model)
-    largest = max(node_counts)
-    target.prefill(inputs, room=largest + 1)
     root = int(inputs["input_ids"][0, -1])
     costs: dict[int, float] = {}
-    for n in node_counts:
-        parents = _balanced_parents(n)
-        tokens = torch.full((n,), root, dtype=torch.long, device=target.device)
-        mask, depths = tree_attention_mask(parents), tree_depths(parents)
-        nothing = torch.empty(0, dtype=torch.long)
-        target.verify(tokens, mask, depths)  # warm-up (allocations, kernels)
-        target.commit(nothing)  # keep none of the tree: the next verify sees the same cache
-        times = []
-        for _ in range(repeats):
-            if target.device.type == "cuda":
-                torch.cuda.synchronize(target.device)
-            start = time.perf_counter()
-            target.verify(tokens, mask, depths)
-            if target.device.type == "cuda":
-                torch.cuda.synchronize(target.device)
-            times.append(time.perf_counter() - start)
-            target.commit(nothing)
-        costs[n] = sorted(times)[len(times) // 2]
-    target.release()
+    with TargetSession(target, inputs, room=max(node_counts) + 1) as session:
+        for n in node_counts:
+            parents = _balanced_parents(n)
+            tokens = torch.full((n,), root, dtype=torch.long, device=target.device)
+            mask, depths = tree_attention_mask(parents), tree_depths(parents)
+            session.verify(tokens, mask, depths)  # warm-up (allocations, kernels)
+            session.rewind()  # keep none of the tree: the next verify sees the same cache
+            times = []
+            for _ in range(repeats):
+                synchronize(target.device)
+                start = time.perf_counter()
+                session.verify(tokens, mask, depths)
+                synchronize(target.device)
+                times.append(time.perf_counter() - start)
+                session.rewind()
+            costs[n] = sorted(times)[len(times) // 2]
     return costs
 
 
@@ -88,7 +83,7 @@ class TreeTrial:
 
 
 def tune_tree(model, draft, inputs, candidates: Sequence[TreeConfig] = TREE_CANDIDATES,
-              max_new_tokens: int = 64, target: TargetAdapter | None = None) -> tuple[TreeConfig, list[TreeTrial]]:
+              max_new_tokens: int = 64, session: TargetSession | None = None) -> tuple[TreeConfig, list[TreeTrial]]:
     """The candidate tree with the least decode time per new token, measured end to end.
 
     The verify cost curve alone cannot choose: a bigger tree costs more per step
@@ -97,52 +92,28 @@ def tune_tree(model, draft, inputs, candidates: Sequence[TreeConfig] = TREE_CAND
     whose decode phase (target prefill excluded, draft prefill included) is
     fastest per token wins. Run it on an input that is not benchmarked.
 
-    ``target``: a :func:`prefilled_once` adapter for ``inputs``, so that at 25k visual
-    tokens the candidates share one prefill instead of paying one each.
+    Every candidate decodes from one prefill of ``inputs``: ``session`` when given (e.g.
+    shared by several drafts: :func:`tuning_prefill`), else one made here.
     """
+    target = wrap_target(model)
+    own = session is None
+    if own:
+        session = tuning_prefill(target, [draft], inputs, candidates, max_new_tokens)
     trials = []
-    for tree in candidates:
-        generator = SpeculativeGenerator(target if target is not None else model, SparrowProposer(draft, tree))
-        result = generator.generate(inputs, max_new_tokens=max_new_tokens)
-        s = result.stats
-        trials.append(TreeTrial(tree, s.tau, s.decode_s / max(1, len(result.tokens) - 1)))
+    try:
+        for tree in candidates:
+            result = SpeculativeGenerator(target, DraftProposer(draft, tree)).decode(session, max_new_tokens)
+            s = result.stats
+            trials.append(TreeTrial(tree, s.tau, s.decode_s / max(1, len(result.tokens) - 1)))
+    finally:
+        if own:
+            session.release()
     best = min(trials, key=lambda t: t.decode_s_per_token)
     return best.tree, trials
 
 
-def prefilled_once(model, inputs, room: int, capture_layers: Sequence[int] = ()) -> TargetAdapter:
-    """An adapter that prefills ``inputs`` now and hands that prefill to every later ``generate``.
-
-    Each later ``prefill`` call rewinds the cache to the end of the prompt (decoding
-    only ever writes after it) and returns the first prefill's result; ``release``
-    keeps the cache. So tuning trees at 25k visual tokens costs one target prefill
-    (minutes on a CPU) instead of one per candidate and draft. ``room`` and
-    ``capture_layers`` must cover every decode that will use it (see
-    :func:`draft_capture_layers`); call its ``release_cache()`` when done.
-    """
-    base = type(wrap_target(model))
-
-    class PrefilledOnce(base):
-        def prefill(self, inputs_, room_, capture_layers=()):
-            missing = set(capture_layers) - set(self._saved.layer_hidden)
-            if room_ > self._room or missing:
-                raise InvalidInputError(f"this prefill has room {self._room} and layers "
-                                        f"{sorted(self._saved.layer_hidden)}; asked for {room_} and {sorted(missing)}")
-            self.cache.crop(self._saved.input_ids.numel())
-            return self._saved
-
-        def release(self):
-            pass  # kept for the next decode
-
-        def release_cache(self):
-            base.release(self)
-
-    target = PrefilledOnce(model)
-    target._room = room
-    target._saved = base.prefill(target, inputs, room, tuple(sorted(set(capture_layers))))
-    return target
-
-
-def draft_capture_layers(drafts) -> list[int]:
-    """Every target layer any of ``drafts`` reads (IVSB and EAGLE-3 aux layers), for one shared prefill."""
-    return sorted({layer for draft in drafts for layer in SparrowProposer(draft).capture_layers})
+def tuning_prefill(model, drafts, inputs, candidates: Sequence[TreeConfig] = TREE_CANDIDATES,
+                   max_new_tokens: int = 64) -> TargetSession:
+    """One prefill of ``inputs`` from which every one of ``drafts`` can decode with every candidate tree."""
+    proposers = [DraftProposer(draft, tree) for draft in drafts for tree in candidates]
+    return prefill(wrap_target(model), inputs, max_new_tokens, proposers)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..bench import Autoregressive, DraftMethod, PromptLookup, SweepConfig, check_lossless, run_sweep, write_reports
-from ..bench.tune import TREE_CANDIDATES, draft_capture_layers, prefilled_once, tune_tree
+from ..bench.tune import TREE_CANDIDATES, tune_tree, tuning_prefill
 from ..errors import InvalidInputError
 from ..models import load_target
 from ..proposers import TreeConfig
@@ -37,7 +37,7 @@ class BenchOptions:
     model: str = "testbed"
     drafts: dict[str, str] = field(default_factory=dict)  # method name -> draft folder
     sweep: SweepConfig = SweepConfig()
-    tree: TreeConfig = TreeConfig(depth=5, top_k=4, total_tokens=16)
+    tree: TreeConfig = TreeConfig()
     prompt_lookup: bool = True
     tune_tree: bool = False  # pick each draft's tree by timing candidates on a tuning clip first
     out: str = "runs/bench"
@@ -53,7 +53,7 @@ def frames_for(model, make_inputs, tokens: int, frame_size) -> int:
     One and two frames are counted with the model's own processor: equal counts
     mean frames go in pairs (Qwen-VL's temporal patch), otherwise the
     difference is the per-frame count and the rest is fixed (LLaVA-OneVision's
-    closing newline).
+    closing newline). ``model``: the target or its adapter.
     """
     target = wrap_target(model)
     count = [target.expected_video_tokens(make_inputs("x", torch.zeros(n, *frame_size, 3, dtype=torch.uint8).numpy()))
@@ -74,13 +74,14 @@ def load_drafts(folders: dict[str, str], target, device: str) -> dict:
     return drafts
 
 
-def sample_maker(loaded, frame_size=(112, 112)):
+def sample_maker(loaded, frame_size=(112, 112), target=None):
     """``make_sample(visual_tokens, clip) -> (inputs, actual visual tokens)``: the held-out benchmark clips
-    (seeds from ``BENCH_SEED_BASE``) with the detailed-description prompt."""
-    target = wrap_target(loaded.model)
+    (seeds from ``BENCH_SEED_BASE``) with the detailed-description prompt. ``target``: the model's adapter,
+    when the caller has one."""
+    target = target if target is not None else wrap_target(loaded.model)
 
     def make_sample(tokens: int, clip: int):
-        frames = frames_for(loaded.model, loaded.make_inputs, tokens, frame_size)
+        frames = frames_for(target, loaded.make_inputs, tokens, frame_size)
         video = make_clip(BENCH_SEED_BASE + clip, num_frames=frames, height=frame_size[0], width=frame_size[1],
                           num_events=bounded_num_events(frames)).frames
         inputs = loaded.make_inputs(DESCRIBE, video)
@@ -103,15 +104,15 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
     check_sweep(opts.sweep)
     loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, language=opts.language)
     target = wrap_target(loaded.model)
-    methods = [Autoregressive(loaded.model)]
+    methods = [Autoregressive(target)]
     if opts.prompt_lookup:
         methods.append(PromptLookup(loaded.model))
     for name, draft in load_drafts(opts.drafts, target, opts.device).items():
-        methods.append(DraftMethod(loaded.model, draft, opts.tree, name))
-    make_sample = sample_maker(loaded, opts.frame_size)
+        methods.append(DraftMethod(target, draft, opts.tree, name))
+    make_sample = sample_maker(loaded, opts.frame_size, target)
     tuning = {}
     if opts.tune_tree:
-        tuning = _tune_trees(loaded.model, [m for m in methods if isinstance(m, DraftMethod)], make_sample,
+        tuning = _tune_trees(target, [m for m in methods if isinstance(m, DraftMethod)], make_sample,
                              opts.sweep.visual_tokens)
     result = run_sweep(methods, make_sample, opts.sweep)
     header = {
@@ -128,7 +129,7 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
     return header
 
 
-def _tune_trees(model, methods: list[DraftMethod], make_sample, lengths) -> dict:
+def _tune_trees(target, methods: list[DraftMethod], make_sample, lengths) -> dict:
     """Give each draft, at each length of the sweep, the candidate tree that decodes a tuning clip fastest.
 
     The tuning clip (index ``TUNING_CLIP``) is never one of the benchmarked clips.
@@ -136,17 +137,15 @@ def _tune_trees(model, methods: list[DraftMethod], make_sample, lengths) -> dict
     2-core CPU an 8-node verify costs ~1.7x a one-token step at 1k visual tokens but
     ~2x at 25k, and a draft that reads the video (full-visual) pays more per draft
     step at 25k too. All drafts and candidates at one length share one target
-    prefill (:func:`prefilled_once`), so a 25k-token length costs one prefill.
+    prefill (a :class:`~sparrow_sd.targets.TargetSession`), so a 25k-token length costs one prefill.
     """
     tuning = {"clip": TUNING_CLIP, "max_new_tokens": TUNING_TOKENS, "lengths": {}}
-    room = TUNING_TOKENS + max(tree.total_tokens for tree in TREE_CANDIDATES) + 1
-    layers = draft_capture_layers(m.draft for m in methods)
     for tokens in lengths:
         inputs, actual = make_sample(tokens, TUNING_CLIP)
-        target = prefilled_once(model, inputs, room, layers)
+        session = tuning_prefill(target, [m.draft for m in methods], inputs, TREE_CANDIDATES, TUNING_TOKENS)
         tuning["lengths"][str(tokens)] = {"visual_tokens": actual, "drafts": {}}
         for method in methods:
-            tree, trials = tune_tree(model, method.draft, inputs, max_new_tokens=TUNING_TOKENS, target=target)
+            tree, trials = tune_tree(target, method.draft, inputs, max_new_tokens=TUNING_TOKENS, session=session)
             method.trees[tokens] = tree
             tuning["lengths"][str(tokens)]["drafts"][method.name] = {
                 "chosen": asdict(tree), "trials": [t.to_dict() for t in trials]}
@@ -154,7 +153,7 @@ def _tune_trees(model, methods: list[DraftMethod], make_sample, lengths) -> dict
                              f"{1000 * t.decode_s_per_token:.0f} ms/token" for t in trials)
             print(f"tree tuning at {actual} visual tokens, {method.name} (depth/top_k/tokens): {best} "
                   f"-> {asdict(tree)}", flush=True)
-        target.release_cache()
+        session.release()
     return tuning
 
 
@@ -181,7 +180,8 @@ def run_acceptance(model: str, drafts: dict[str, str], lengths, clips: int, tree
     loaded = load_target(model, dtype=dtype, device=device, language=language)
     target = wrap_target(loaded.model)
     loaded_drafts = load_drafts(drafts, target, device)
-    rows = acceptance_table(loaded.model, loaded_drafts, sample_maker(loaded), lengths, clips, tree, max_new_tokens)
+    rows = acceptance_table(target, loaded_drafts, sample_maker(loaded, target=target), lengths, clips, tree,
+                            max_new_tokens)
     table = acceptance_markdown(rows)
     report = {"command": "sparrow " + shlex.join(argv if argv is not None else sys.argv[1:]),
               "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads(), "device": device},
@@ -194,3 +194,61 @@ def run_acceptance(model: str, drafts: dict[str, str], lengths, clips: int, tree
         print(f"report: {out}")
     check_acceptance_lossless(rows)
     return report
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def add_parser(sub, name: str, help: str) -> None:
+    """``sparrow bench``: its flags, defaulting to :class:`SweepConfig`'s and :class:`BenchOptions`'s."""
+    from . import flags
+    from .flags import NON_NEGATIVE_FLOAT, POSITIVE
+
+    sweep = SweepConfig()
+    bench = sub.add_parser(
+        name, help=help,
+        description="Runs autoregressive decoding, Hugging Face prompt lookup and every --draft on the same "
+                    "held-out SynthVideo clips at each visual-token length, with the detailed-description prompt; "
+                    "writes bench.json, bench.md and bench.png to --out, and fails (exit 2) if any greedy output "
+                    "differs from autoregressive decoding. Needs the `bench` extra (matplotlib).",
+    )
+    flags.add_common_flags(bench)
+    flags.add_target_flags(bench)
+    flags.add_tree_flags(bench)
+    bench.add_argument("--draft", action="append", default=[], metavar="NAME=FOLDER",
+                       help="a draft to compare (repeatable), e.g. sparrow=drafts/sparrow")
+    bench.add_argument("--visual-tokens", type=POSITIVE, nargs="+", default=list(sweep.visual_tokens),
+                       help="visual-token lengths of the sweep")
+    bench.add_argument("--clips", type=POSITIVE, default=sweep.clips, help="clips per length")
+    bench.add_argument("--max-new-tokens", type=POSITIVE, default=sweep.max_new_tokens, help="tokens decoded per clip")
+    bench.add_argument("--temperatures", type=NON_NEGATIVE_FLOAT, nargs="+", default=list(sweep.temperatures),
+                       help="sampling temperatures (0: greedy)")
+    bench.add_argument("--quick", action="store_true", help="1k and 3k tokens, one clip, 64 new tokens")
+    bench.add_argument("--no-prompt-lookup", action="store_true", help="leave out HF prompt lookup decoding")
+    bench.add_argument("--tune-tree", action="store_true",
+                       help="before the sweep, time candidate trees (chains and EAGLE-2 trees) with each draft on a "
+                            "tuning clip at each length (one target prefill per length) and give each draft its "
+                            "fastest there; overrides --tree-*")
+    bench.add_argument("--out", default=BenchOptions.out, help="folder for bench.json, bench.md, bench.png")
+    bench.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """``sparrow bench``: the flags, the drafts, the extra and the output folder checked, then :func:`run_bench`."""
+    from ..paths import require_extra
+    from . import flags
+
+    sweep = QUICK if args.quick else SweepConfig(
+        visual_tokens=tuple(args.visual_tokens), clips=args.clips, max_new_tokens=args.max_new_tokens,
+        temperatures=tuple(args.temperatures))
+    check_sweep(sweep)
+    drafts = parse_drafts(args.draft)
+    flags.check_draft_folders(drafts)
+    require_extra("matplotlib", "sparrow bench (it draws bench.png)")
+    flags.writable(args.out)
+    flags.check_device(args)
+    flags.set_threads(args.threads)
+    run_bench(BenchOptions(model=args.model, drafts=drafts, sweep=sweep, tree=flags.tree_config(args),
+                           prompt_lookup=not args.no_prompt_lookup, tune_tree=args.tune_tree, out=args.out,
+                           dtype=args.dtype, device=args.device, language=args.language), argv=args.argv)
+    return 0

@@ -4,7 +4,7 @@
 config those engines load (see :mod:`sparrow_sd.draft.export`); users of
 vLLM-format drafts hand such folders to ``--draft`` too. :func:`read_draft`
 recognises the format by its config (``architectures: [LlamaForCausalLMEagle3]``)
-and loads it back into an eagle3-form :class:`~sparrow_sd.draft.SparrowDraft`,
+and loads it back into an eagle3-form :class:`~sparrow_sd.draft.Draft`,
 so the same folder runs in sparrow-sd's engine and in theirs. A folder that is
 neither is refused in one line that names what it holds.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..draft import DraftConfig, SparrowDraft, load_draft
+from ..draft import DraftConfig, Draft, load_draft
 from ..draft.export import EAGLE3_ARCHITECTURE
 from ..errors import InvalidInputError
 
@@ -34,7 +34,7 @@ def draft_format(folder: str | Path) -> str:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InvalidInputError(f"{config} is not valid JSON ({err})") from None
     architectures = (data.get("architectures") or []) if isinstance(data, dict) else []
-    if "SparrowDraft" in architectures:
+    if "Draft" in architectures:
         return "sparrow"
     if EAGLE3_ARCHITECTURE in architectures:
         return "eagle3"
@@ -42,7 +42,7 @@ def draft_format(folder: str | Path) -> str:
                             f"--draft takes a `sparrow train` folder or an EAGLE-3 folder ({EAGLE3_ARCHITECTURE})")
 
 
-def read_draft(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> SparrowDraft:
+def read_draft(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Draft:
     """A draft from either kind of folder (see :func:`draft_format`)."""
     if draft_format(folder) == "eagle3":
         return load_eagle3_folder(folder, device=device, dtype=dtype)
@@ -77,7 +77,7 @@ def eagle3_draft_config(data: dict, where: Path) -> DraftConfig:
 
 
 def load_eagle3_folder(folder: str | Path, device: str | torch.device = "cpu",
-                       dtype: torch.dtype | None = None) -> SparrowDraft:
+                       dtype: torch.dtype | None = None) -> Draft:
     """An EAGLE-3 folder (``sparrow export --to eagle3`` or the same format from elsewhere) as a draft."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -100,7 +100,7 @@ def load_eagle3_folder(folder: str | Path, device: str | torch.device = "cpu",
         t2d = torch.zeros(config.vocab_size, dtype=torch.bool)
         t2d[torch.arange(state["d2t"].numel()) + state["d2t"]] = True
         state["t2d"] = t2d
-    draft = SparrowDraft(config)
+    draft = Draft(config)
     expected = draft.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

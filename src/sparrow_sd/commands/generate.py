@@ -28,7 +28,7 @@ import torch
 from ..errors import ContextLengthError, InvalidInputError
 from ..generate import GenerationResult, SpeculativeGenerator
 from ..models import load_target
-from ..proposers import SparrowProposer, TreeConfig
+from ..proposers import DraftProposer, TreeConfig
 from ..video import read_video
 from ..targets import wrap_target
 from .drafts import read_draft
@@ -60,24 +60,26 @@ class GenerateOptions:
 
 
 def positions_needed(model, inputs, max_new_tokens: int, tree_nodes: int) -> int:
-    """Highest position id the prompt plus the new tokens (and one tree) will use, plus one."""
+    """Highest position id the prompt plus the new tokens (and one tree) will use, plus one.
+    ``model``: the target or its adapter."""
     positions, _ = wrap_target(model).prompt_positions(inputs)
     return int(positions.max()) + 1 + max_new_tokens + tree_nodes
 
 
 def check_context(model, make_inputs: Callable, question: str, frames: np.ndarray, inputs,
                   max_new_tokens: int, tree_nodes: int) -> None:
-    """Refuse a prompt that runs past the model's positions, saying how many frames would fit."""
+    """Refuse a prompt that runs past the model's positions, saying how many frames would fit.
+    ``model``: the target or its adapter."""
     target = wrap_target(model)
     limit = getattr(target.text_config, "max_position_embeddings", None)
     if not limit:
         return
-    need = positions_needed(model, inputs, max_new_tokens, tree_nodes)
+    need = positions_needed(target, inputs, max_new_tokens, tree_nodes)
     if need <= limit:
         return
     count = len(frames)
     half = max(1, count // 2)
-    need_half = positions_needed(model, make_inputs(question, frames[:half]), max_new_tokens, tree_nodes)
+    need_half = positions_needed(target, make_inputs(question, frames[:half]), max_new_tokens, tree_nodes)
     per_frame = (need - need_half) / max(1, count - half)
     fit = count - math.ceil((need - limit) / per_frame) if per_frame > 0 else 0
     advice = (f"sample at most {fit} frames (--num-frames {fit})" if fit >= 1 else
@@ -99,18 +101,19 @@ def run_generate(opts: GenerateOptions, out=None, err=None) -> dict:
         err.write(f"sparrow: warning: {warning}\n")
     err.flush()
     loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, language=opts.language)
+    target = wrap_target(loaded.model)
     proposer = None
     if opts.draft:
         draft = read_draft(opts.draft, device=opts.device, dtype=loaded.model.dtype)
-        draft.check_target(wrap_target(loaded.model))
-        proposer = SparrowProposer(draft, opts.tree)
+        draft.check_target(target)
+        proposer = DraftProposer(draft, opts.tree)
     inputs = loaded.make_inputs(opts.prompt, video.frames)
-    check_context(loaded.model, loaded.make_inputs, opts.prompt, video.frames, inputs, opts.max_new_tokens,
+    check_context(target, loaded.make_inputs, opts.prompt, video.frames, inputs, opts.max_new_tokens,
                   opts.tree.total_tokens if proposer else 0)
 
     emitted: list[int] = []
     shown = [""]
-    prefill = _PrefillProgress(loaded.model, inputs, err) if opts.progress else None
+    prefill = _PrefillProgress(target, inputs, err) if opts.progress else None
 
     def stream(new_tokens: list[int]) -> None:
         if prefill is not None:
@@ -123,16 +126,22 @@ def run_generate(opts: GenerateOptions, out=None, err=None) -> dict:
         shown[0] = text
 
     settings = dict(temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k, min_p=opts.min_p,
-                    repetition_penalty=opts.repetition_penalty, seed=opts.seed)
+                    repetition_penalty=opts.repetition_penalty)
+    generator = SpeculativeGenerator(target, proposer)
+    sampling = generator.sampling(inputs["input_ids"].shape[-1], **settings)  # a bad setting fails before the prefill
     try:
-        result = SpeculativeGenerator(loaded.model, proposer).generate(
-            inputs, max_new_tokens=opts.max_new_tokens, on_tokens=stream, **settings)
+        with generator.prefill(inputs, opts.max_new_tokens) as session:  # --compare's plain decode reuses it
+            result = generator.decode(session, opts.max_new_tokens, sampling=sampling, seed=opts.seed,
+                                      on_tokens=stream)
+            plain = None
+            if opts.compare and proposer is not None:
+                plain = SpeculativeGenerator(target).decode(session, opts.max_new_tokens, sampling=sampling,
+                                                            seed=opts.seed)
     finally:
         if prefill is not None:
             prefill.close()
     report = _report(opts, video, result, loaded.decode(result.tokens))
-    if opts.compare and proposer is not None:
-        plain = SpeculativeGenerator(loaded.model).generate(inputs, max_new_tokens=opts.max_new_tokens, **settings)
+    if plain is not None:
         report["autoregressive_decode_s"] = plain.stats.decode_s
         report["decode_speedup"] = plain.stats.decode_s / result.stats.decode_s if result.stats.decode_s else None
         report["identical_to_autoregressive"] = plain.tokens == result.tokens if result.sampling.greedy else None
@@ -189,7 +198,7 @@ class _PrefillProgress:
     def __init__(self, model, inputs, err):
         from tqdm.auto import tqdm
 
-        target = wrap_target(model)
+        target = wrap_target(model)  # the model or its adapter
         vision = getattr(target.base, "visual", None) or getattr(target.base, "vision_tower", None)
         blocks = _largest_module_list(vision) + list(getattr(target.language_model, "layers", []))
         tokens = int(inputs["input_ids"].shape[-1])
@@ -238,3 +247,74 @@ def _summary(r: dict) -> str:
         if r["identical_to_autoregressive"] is not None:
             parts.append("output identical" if r["identical_to_autoregressive"] else "OUTPUT DIFFERS")
     return " | ".join(parts)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def add_parser(sub, name: str, help: str) -> None:
+    """``sparrow generate``: its flags, defaulting to :class:`GenerateOptions`'s."""
+    import argparse
+
+    from . import flags
+    from .flags import NON_NEGATIVE, NON_NEGATIVE_FLOAT, POSITIVE, POSITIVE_FLOAT, PROBABILITY
+
+    generate = sub.add_parser(
+        name, help=help,
+        description="Decodes a video file with PyAV (frames sampled by count or fps, never a frame twice), asks "
+                    "the target the question and streams the answer; with --draft, speculative decoding "
+                    "(lossless), with --compare also plain decoding in the same run for the speedup and an "
+                    "identity check. --draft takes a `sparrow train` folder or an EAGLE-3 folder "
+                    "(`sparrow export`, vLLM / SGLang format).",
+    )
+    flags.add_common_flags(generate)
+    flags.add_target_flags(generate)
+    flags.add_tree_flags(generate)
+    generate.add_argument("--draft", default=None, help="draft folder (from `sparrow train`); none: plain decoding")
+    generate.add_argument("--video", required=True, help="video file (mp4, mkv, webm, ...)")
+    generate.add_argument("--prompt", required=True, help="the question or instruction")
+    generate.add_argument("--num-frames", type=POSITIVE, default=GenerateOptions.num_frames,
+                          help="frames sampled evenly over the video (at most the frames it has)")
+    generate.add_argument("--fps", type=POSITIVE_FLOAT, default=None,
+                          help="sample frames at this rate instead (at most each frame once)")
+    generate.add_argument("--max-new-tokens", type=POSITIVE, default=GenerateOptions.max_new_tokens,
+                          help="longest answer")
+    generate.add_argument("--temperature", type=NON_NEGATIVE_FLOAT, default=None,
+                          help="0: greedy, above 0: sample; unset, this and the next four come from the model's "
+                               "generation config, as in its own generate()")
+    generate.add_argument("--top-p", type=PROBABILITY, default=None, help="nucleus sampling mass")
+    generate.add_argument("--top-k", type=NON_NEGATIVE, default=None, help="0: off")
+    generate.add_argument("--min-p", type=PROBABILITY, default=None, help="drop tokens below this share of the top one")
+    generate.add_argument("--repetition-penalty", type=POSITIVE_FLOAT, default=None, help="1: off")
+    generate.add_argument("--seed", type=int, default=GenerateOptions.seed, help="sampling seed")
+    generate.add_argument("--compare", action="store_true",
+                          help="with --draft: also decode without the draft, report the speedup and check the "
+                               "outputs are identical")
+    generate.add_argument("--json", action="store_true", help="print one JSON report instead of text")
+    generate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                          help="progress bars on stderr for decoding the video and the target's prefill "
+                               "(default: when stderr is a terminal)")
+    generate.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """``sparrow generate``: the flags checked (no model loaded yet), then :func:`run_generate`."""
+    from . import flags
+
+    if args.compare and not args.draft:
+        raise InvalidInputError("--compare decodes with the draft and again without it, to measure the speedup "
+                                "and check the outputs match: give --draft")
+    if args.draft:
+        from .drafts import draft_format
+
+        draft_format(args.draft)
+    flags.check_device(args)
+    flags.set_threads(args.threads)
+    run_generate(GenerateOptions(
+        model=args.model, video=args.video, prompt=args.prompt, draft=args.draft,
+        num_frames=None if args.fps is not None else args.num_frames, fps=args.fps,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed, dtype=args.dtype,
+        device=args.device, tree=flags.tree_config(args), compare=args.compare, json=args.json,
+        language=args.language, progress=sys.stderr.isatty() if args.progress is None else args.progress))
+    return 0

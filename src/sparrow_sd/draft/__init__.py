@@ -3,13 +3,13 @@
 from .config import VISUAL_MODES, DraftConfig
 from .context import DraftContext, build_draft_context
 from .io import load_draft, pack_draft, save_draft
-from .model import SparrowDraft
+from .model import Draft
 
 __all__ = [
     "VISUAL_MODES",
     "DraftConfig",
     "DraftContext",
-    "SparrowDraft",
+    "Draft",
     "build_draft_context",
     "load_draft",
     "pack_draft",

@@ -25,7 +25,7 @@ def default_aux_layers(num_layers: int) -> tuple[int, int, int]:
 
 @dataclass
 class DraftConfig:
-    """Shape and behaviour of a :class:`~sparrow_sd.draft.model.SparrowDraft`.
+    """Shape and behaviour of a :class:`~sparrow_sd.draft.model.Draft`.
 
     ``visual_mode`` chooses what the draft reads of the video:
 
@@ -105,7 +105,7 @@ class DraftConfig:
         data = asdict(self)
         if data["aux_layers"] is not None:
             data["aux_layers"] = list(data["aux_layers"])
-        return {"architectures": ["SparrowDraft"], **data}
+        return {"architectures": ["Draft"], **data}
 
     @classmethod
     def from_dict(cls, data: dict) -> "DraftConfig":

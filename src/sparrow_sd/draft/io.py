@@ -14,13 +14,13 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import InvalidInputError
 from .config import DraftConfig
-from .model import SparrowDraft
+from .model import Draft
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def save_draft(draft: SparrowDraft, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
+def save_draft(draft: Draft, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors``; ``dtype`` casts the floating-point weights
     (bf16 halves a shipped draft; :func:`load_draft` restores the dtype it is asked for)."""
     folder = Path(folder)
@@ -33,7 +33,7 @@ def save_draft(draft: SparrowDraft, folder: str | Path, dtype: torch.dtype | Non
     return folder
 
 
-def load_draft(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> SparrowDraft:
+def load_draft(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Draft:
     folder = Path(folder)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (folder / name).is_file():
@@ -46,7 +46,7 @@ def load_draft(folder: str | Path, device: str | torch.device = "cpu", dtype: to
         state = load_file(str(folder / WEIGHTS_NAME))
     except (SafetensorError, OSError) as err:
         raise InvalidInputError(f"{folder / WEIGHTS_NAME} cannot be read: {err}") from err
-    draft = SparrowDraft(config)
+    draft = Draft(config)
     missing, unexpected = draft.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InvalidInputError(

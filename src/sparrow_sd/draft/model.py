@@ -133,7 +133,14 @@ class Eagle3DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class SparrowDraft(nn.Module):
+class Draft(nn.Module):
+    """The one-layer draft every method in the suite uses: Sparrow and its peers alike.
+
+    What it reads is set by its config (``visual_mode``: none, glimpse, full,
+    pruned; ``architecture``: sparrow or eagle3), so "Sparrow" names a recipe
+    (text-anchored, IVSB, MTP), not this container.
+    """
+
     def __init__(self, config: DraftConfig):
         super().__init__()
         self.config = config

@@ -1,4 +1,5 @@
-"""Target adapters: which Hugging Face Video LLMs sparrow-sd can drive, and how."""
+"""Target adapters (one per model, stateless): which Hugging Face Video LLMs sparrow-sd can drive, and how;
+and the per-request :class:`TargetSession` (cache, positions, prefill)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from ..errors import UnsupportedModelError
 from .base import TargetAdapter, TargetPrefill, TargetVerify
 from .llava_onevision import LlavaOnevisionTarget
 from .qwen_vl import QwenVLTarget
+from .session import TargetSession
 
 ADAPTERS: tuple[type[TargetAdapter], ...] = (QwenVLTarget, LlavaOnevisionTarget)
 
@@ -17,7 +19,10 @@ def supported_model_classes() -> list[str]:
 
 
 def wrap_target(model: nn.Module | TargetAdapter) -> TargetAdapter:
-    """The adapter for ``model``, chosen by its Hugging Face class."""
+    """The adapter for ``model``, chosen by its Hugging Face class (an adapter is returned as it is).
+
+    Adapters hold no request state: wrap a model once and pass the adapter around.
+    """
     if isinstance(model, TargetAdapter):
         return model
     name = type(model).__name__
@@ -29,4 +34,5 @@ def wrap_target(model: nn.Module | TargetAdapter) -> TargetAdapter:
     )
 
 
-__all__ = ["TargetAdapter", "TargetPrefill", "TargetVerify", "wrap_target", "supported_model_classes"]
+__all__ = ["TargetAdapter", "TargetPrefill", "TargetSession", "TargetVerify", "wrap_target",
+           "supported_model_classes"]

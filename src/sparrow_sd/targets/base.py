@@ -1,13 +1,18 @@
-"""The target adapter: one interface over unmodified Hugging Face Video LLMs.
+"""The target adapter: one stateless interface over unmodified Hugging Face Video LLMs.
 
-The speculative loop needs three things from the big model, whatever its family:
+One adapter per model. It holds no request state: the cache and the positions are
+passed in, as gpt-fast passes ``input_pos``. It does two forwards:
 
-* ``prefill`` the prompt (video included) into a fresh cache, and hand back the
-  last token's logits, the hidden states the draft reuses, and which positions are
-  visual;
-* ``verify`` a tree of candidate tokens in one forward (custom 4-D mask, explicit
-  positions) and return logits and hidden states for every node;
-* ``commit`` the accepted path, so the cache holds exactly the accepted tokens.
+* ``prefill`` the prompt (video included) into an empty cache at the prompt's
+  positions, and hand back the last token's logits, the hidden states the draft
+  reuses, and which positions are visual;
+* ``verify`` a tree of candidate tokens in one forward after the cache's contents
+  (custom 4-D mask, explicit positions) and return logits and hidden states for
+  every node.
+
+A request's state (its cache, where later positions continue, the prefill's result,
+keeping the accepted path, rewinding to the end of the prompt) is a
+:class:`~sparrow_sd.targets.session.TargetSession`.
 
 Only the parts that differ between families live in subclasses: how positions are
 numbered (M-RoPE for Qwen-VL, plain for LLaVA-OneVision) and how many placeholder
@@ -31,7 +36,6 @@ from torch import nn
 
 from ..errors import InvalidInputError, UnsupportedModelError, VideoTokenMismatchError
 from ..kv_cache import PreallocatedCache
-from ..tree import tree_position_ids
 
 @contextmanager
 def sdpa_native_gqa() -> Iterator[None]:
@@ -115,7 +119,7 @@ class TargetVerify:
 
 
 class TargetAdapter(ABC):
-    """Drives one Hugging Face Video LLM for speculative decoding (batch size 1)."""
+    """Drives one Hugging Face Video LLM for speculative decoding (batch size 1); holds no request state."""
 
     #: Hugging Face classes (by name) this adapter accepts.
     model_class_names: tuple[str, ...] = ()
@@ -130,7 +134,6 @@ class TargetAdapter(ABC):
         self.language_model = self.base.language_model
         self.lm_head = model.get_output_embeddings()
         self.text_config = model.config.get_text_config()
-        self.cache: PreallocatedCache | None = None
         attn = getattr(self.text_config, "_attn_implementation", None) or "sdpa"
         if attn not in ("sdpa", "eager"):
             raise UnsupportedModelError(
@@ -171,10 +174,9 @@ class TargetAdapter(ABC):
         """The target's own (frozen) input embedding, shared with the draft."""
         return self.model.get_input_embeddings()(token_ids)
 
-    @property
-    def length(self) -> int:
-        """Positions currently held in the target's cache."""
-        return 0 if self.cache is None else self.cache.length
+    def new_cache(self, capacity: int) -> PreallocatedCache:
+        """An empty cache of ``capacity`` positions, one layer per decoder layer."""
+        return PreallocatedCache(self.num_layers, capacity)
 
     # -- family-specific parts -------------------------------------------------------------------
     @abstractmethod
@@ -189,7 +191,7 @@ class TargetAdapter(ABC):
         (0 for plain RoPE; see :mod:`.qwen_vl` for how Qwen-VL's offset is chosen).
         """
 
-    # -- the three operations --------------------------------------------------------------------
+    # -- the two forwards ------------------------------------------------------------------------
     def validate_inputs(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Check batch size and the video placeholder count; return the (1, L) input ids."""
         if "input_ids" not in inputs:
@@ -215,26 +217,17 @@ class TargetAdapter(ABC):
         return input_ids
 
     @torch.inference_mode()
-    def prefill(
-        self,
-        inputs: Mapping[str, torch.Tensor],
-        room: int,
-        capture_layers: Sequence[int] = (),
-    ) -> TargetPrefill:
-        """Run the prompt into a fresh cache with ``room`` free positions after it
-        (new tokens plus the largest tree).
+    def prefill(self, inputs: Mapping[str, torch.Tensor], cache: PreallocatedCache, positions: torch.Tensor,
+                capture_layers: Sequence[int] = ()) -> TargetPrefill:
+        """Run the prompt into the empty ``cache`` at ``positions`` (from :meth:`prompt_positions`).
 
         ``capture_layers`` are decoder-layer indices whose outputs the draft needs
         (intermediate-layer visual state bridging); only those are kept.
         """
         input_ids = self.validate_inputs(inputs).to(self.device)
-        length = input_ids.shape[1]
-        if room < 1:
-            raise InvalidInputError(f"the cache needs room for at least one token after the prompt, got {room}")
-        self._check_layers(capture_layers)
-        self.cache = PreallocatedCache(self.num_layers, length + room)
-        positions, self.position_offset = self.prompt_positions(inputs)
-
+        if cache.length:
+            raise InvalidInputError(f"prefill() needs an empty cache; this one holds {cache.length} positions")
+        self.check_layers(capture_layers)
         captured: dict[str, torch.Tensor] = {}
         hooks = [
             self.language_model.register_forward_pre_hook(
@@ -249,7 +242,7 @@ class TargetAdapter(ABC):
             out = self.base(
                 input_ids=input_ids,
                 position_ids=positions.to(self.device),
-                **{self._cache_kwarg: self.cache},
+                **{self._cache_kwarg: cache},
                 use_cache=True,
                 **model_inputs,
             )
@@ -267,7 +260,8 @@ class TargetAdapter(ABC):
             video_token_id=self.video_token_id,
         )
 
-    def _check_layers(self, layers: Sequence[int]) -> None:
+    def check_layers(self, layers: Sequence[int]) -> None:
+        """Refuse a decoder-layer index the target does not have."""
         for layer in layers:
             if not 0 <= layer < self.num_layers:
                 raise InvalidInputError(f"layer {layer} out of range: the target has {self.num_layers} layers")
@@ -278,8 +272,8 @@ class TargetAdapter(ABC):
             return lambda _m, _a, out: captured.__setitem__(layer, out[0] if isinstance(out, tuple) else out)
         return [self.language_model.layers[layer].register_forward_hook(keep(layer)) for layer in layers]
 
-    def _tree_attention_mask(self, tree_mask: torch.Tensor, depths: torch.Tensor) -> torch.Tensor | dict:
-        """(1, 1, N, length + N): every node sees the whole cache and its own ancestors.
+    def _tree_attention_mask(self, length: int, tree_mask: torch.Tensor, depths: torch.Tensor) -> torch.Tensor | dict:
+        """(1, 1, N, length + N): every node sees the ``length`` cached positions and its own ancestors.
 
         With sliding-window layers, a dict by layer type (as ``generate`` hands the
         models): on ``sliding_attention`` layers a node at depth d, i.e. sequence index
@@ -289,12 +283,12 @@ class TargetAdapter(ABC):
         """
         n = tree_mask.shape[0]
         tree_mask = tree_mask.to(self.device)
-        mask = torch.ones(n, self.length + n, dtype=torch.bool, device=self.device)
-        mask[:, self.length :] = tree_mask
+        mask = torch.ones(n, length + n, dtype=torch.bool, device=self.device)
+        mask[:, length:] = tree_mask
         if self.sliding_window is None:
             return self._mask_for_attention(mask)
-        query = self.length + depths.to(self.device)
-        keys = torch.cat([torch.arange(self.length, device=self.device), query])  # sequence index of each key
+        query = length + depths.to(self.device)
+        keys = torch.cat([torch.arange(length, device=self.device), query])  # sequence index of each key
         windowed = mask & (keys[None, :] > query[:, None] - self.sliding_window)
         return {"full_attention": self._mask_for_attention(mask),
                 "sliding_attention": self._mask_for_attention(windowed)}
@@ -309,23 +303,21 @@ class TargetAdapter(ABC):
         return mask
 
     @torch.inference_mode()
-    def verify(self, tokens: torch.Tensor, tree_mask: torch.Tensor, depths: torch.Tensor,
-               capture_layers: Sequence[int] = ()) -> TargetVerify:
-        """Score a candidate tree in one forward.
+    def verify(self, cache: PreallocatedCache, tokens: torch.Tensor, positions: torch.Tensor,
+               tree_mask: torch.Tensor, depths: torch.Tensor, capture_layers: Sequence[int] = ()) -> TargetVerify:
+        """Score a candidate tree in one forward, its keys written after ``cache``'s contents.
 
         ``tokens`` (N,), node 0 the root (the last emitted token, not yet in the cache);
-        ``tree_mask`` (N, N) bool, True where a node may attend to another (ancestors and
-        itself); ``depths`` (N,), root 0. The nodes' keys are written after the cache's
-        current length; :meth:`commit` keeps the accepted ones. ``capture_layers``: decoder
-        layers whose outputs at the nodes the draft reads (an eagle3 draft's aux layers).
+        ``positions`` the nodes' position ids in the model's format ((3, 1, N) for M-RoPE,
+        (1, N) otherwise; see :func:`~sparrow_sd.tree.tree_position_ids`); ``tree_mask``
+        (N, N) bool, True where a node may attend to another (ancestors and itself);
+        ``depths`` (N,), root 0 (node i sits at sequence index ``cache.length + depths[i]``
+        if accepted, which sliding-window layers need). ``capture_layers``: decoder layers
+        whose outputs at the nodes the draft reads (an eagle3 draft's aux layers).
         """
-        if self.cache is None:
-            raise RuntimeError("verify() before prefill()")
-        self._check_layers(capture_layers)
+        self.check_layers(capture_layers)
         captured: dict = {}
         hooks = self._layer_hooks(capture_layers, captured)
-        self._tree_start = self.length
-        positions = tree_position_ids(depths, self.length, self.position_offset, self.mrope).to(self.device)
         # One query: transformers' own single-token path (pack_gqa) is the faster one.
         single = tokens.numel() == 1  # a lone root sees the whole cache: no mask needed
         gqa = contextlib.nullcontext() if single else sdpa_native_gqa()
@@ -333,9 +325,9 @@ class TargetAdapter(ABC):
             with gqa:
                 out = self.base(
                     input_ids=tokens.to(self.device)[None],
-                    position_ids=positions,
-                    attention_mask=None if single else self._tree_attention_mask(tree_mask, depths),
-                    **{self._cache_kwarg: self.cache},
+                    position_ids=positions.to(self.device),
+                    attention_mask=None if single else self._tree_attention_mask(cache.length, tree_mask, depths),
+                    **{self._cache_kwarg: cache},
                     use_cache=True,
                 )
         finally:
@@ -344,12 +336,3 @@ class TargetAdapter(ABC):
         hidden = out.last_hidden_state[0]
         return TargetVerify(logits=self.lm_head(hidden).float(), hidden=hidden,
                             layer_hidden={layer: captured[layer][0] for layer in capture_layers})
-
-    @torch.inference_mode()
-    def commit(self, nodes: torch.Tensor) -> None:
-        """Keep, of the tree just verified, only ``nodes`` (indices, root first, root to leaf)."""
-        self.cache.keep(self._tree_start, nodes)
-
-    def release(self) -> None:
-        """Free the cache (it can hold gigabytes at long context)."""
-        self.cache = None

@@ -111,8 +111,8 @@ def build_testbed(out: str | Path, train: TrainConfig, config: TestbedConfig | N
     with _StopFlag() as stop:
         for recipe, checkpoint in zip(stages, CHECKPOINTS):
             log(f"training the testbed LoRA: {json.dumps(recipe.to_dict(), sort_keys=True)}")
-            lora = train_lora(model, processor, recipe, checkpoint_path=work / checkpoint, log=log, stop=stop,
-                              lora=lora)
+            lora = train_lora(model, processor, recipe, checkpoint_path=work / checkpoint, checkpoint_every=1,
+                              log=log, stop=stop, lora=lora)
             if stop():
                 return False
     recipes = [recipe.to_dict() for recipe in stages]

@@ -37,6 +37,7 @@ IMAGE_PAD = "<|image_pad|>"
 
 SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."  # Qwen2.5 Instruct default
 DESCRIBE_PROMPT = "Describe this video in detail."
+UNCHANGED_FRAMES = ("repeat", "filler")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,13 @@ class TestbedConfig:
     ``tokens_per_frame`` (the line itself is at most about 60 tokens).
     ``frame_size`` is (height, width) = (image_size, image_size): LLaVA-OneVision
     videos are square at the vision tower's size.
+
+    ``unchanged_frames``: what a frame in which nothing changed shows, between
+    the first and the last frame. ``"repeat"`` (the default) writes its full
+    scene line (the objects again); ``"filler"`` leaves it all filler, the same
+    facts without the repetition. Measured on the build (docs/testbed.md,
+    v2.2): with ``"filler"`` the tuned model looped on moves at 3k tokens (4
+    of 6 clips ran to the token limit), so ``"repeat"`` stays the default.
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -56,8 +64,12 @@ class TestbedConfig:
     filler: str = " "
     system_prompt: str = SYSTEM_PROMPT
     describe_prompt: str = DESCRIBE_PROMPT
+    unchanged_frames: str = "repeat"
 
     def __post_init__(self) -> None:
+        if self.unchanged_frames not in UNCHANGED_FRAMES:
+            raise InvalidInputError(f"unchanged_frames must be one of {UNCHANGED_FRAMES}, "
+                                    f"got {self.unchanged_frames!r}")
         if self.image_size % self.patch_size:
             raise InvalidInputError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if not self.filler:
@@ -94,6 +106,7 @@ class TestbedConfig:
         unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise InvalidInputError(f"unknown testbed settings {sorted(unknown)}")
+        raw.setdefault("unchanged_frames", "repeat")  # written before the setting existed: every line in full
         return cls(**raw)
 
     def differences(self, other: TestbedConfig) -> list[str]:

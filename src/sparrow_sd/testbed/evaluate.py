@@ -2,8 +2,9 @@
 
 On held-out SynthVideo clips (evaluation seeds 100,000 + i, never trained on)
 at about 1k, 3k, 13k and 25k visual tokens, the target describes each clip
-(greedy, Hugging Face's own ``generate()``), and the descriptions are scored
-with :mod:`.metrics`:
+(greedy: the engine's plain decoding, one prefill per clip, token for token what
+Hugging Face's own ``generate()`` gives), and the descriptions are scored with
+:mod:`.metrics`:
 
 - median description length in tokens;
 - repetition: the most frequent token's share, distinct 4-grams;
@@ -25,10 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import torch
 from tqdm import tqdm
 
+from ..generate import SpeculativeGenerator
 from ..synth import bounded_num_events, make_clip
+from ..targets import wrap_target
 from .metrics import distinct_4grams, event_recall, grounding, names_any_object, top_token_share
 from .processor import TestbedProcessor
 from .training import EVAL_SEED_BASE, blank_frames
@@ -76,38 +78,24 @@ class LengthReport:
     samples: list[dict] = field(default_factory=list)
 
 
-class _Clock:
-    """A ``generate`` streamer that records when the prompt and each new token arrive."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def put(self, value) -> None:
-        self.times.append(time.perf_counter())
-
-    def end(self) -> None:
-        pass
-
-
 @dataclass
 class Description:
     tokens: list[int]
-    prefill_s: float  # from the call to the first new token (the scene reader and the prompt's forward)
+    prefill_s: float  # the target's prefill (the scene reader and the prompt's forward) and the first token
     decode_ms_per_token: float | None  # between the first and the last new token
 
 
 def describe(model, processor: TestbedProcessor, frames, max_new_tokens: int) -> Description:
-    """The target's greedy description of ``frames`` (new tokens, end-of-turn dropped), timed."""
-    inputs = processor(processor.config.describe_prompt, frames, dtype=model.dtype)
-    clock = _Clock()
-    began = time.perf_counter()
-    with torch.inference_mode():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=clock)
-    tokens = out[0, inputs["input_ids"].shape[1]:].tolist()
-    new = clock.times[1:]  # put() gets the prompt first, then each new token
-    decode = (new[-1] - new[0]) / (len(new) - 1) * 1000 if len(new) > 1 else None
+    """The target's greedy description of ``frames`` (new tokens, end-of-turn dropped), timed.
+
+    ``model``: the target or its adapter (wrap it once for many descriptions)."""
+    target = wrap_target(model)
+    inputs = processor(processor.config.describe_prompt, frames, dtype=target.model.dtype)
+    result = SpeculativeGenerator(target).generate(inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    tokens, stats = result.tokens, result.stats
+    decode = stats.decode_s / (len(tokens) - 1) * 1000 if len(tokens) > 1 else None
     kept = [t for t in tokens if t not in (processor.eos_token_id, processor.pad_token_id)]
-    return Description(kept, new[0] - began if new else float("nan"), decode)
+    return Description(kept, stats.target_prefill_s, decode)
 
 
 def _median(values: Sequence[float | None]) -> float:
@@ -122,6 +110,7 @@ def _mean(values: Sequence[float | None]) -> float:
 
 def evaluate_length(model, processor: TestbedProcessor, visual_tokens: int, clips: int,
                     config: EvalConfig, log: Callable[[str], None] = lambda s: None) -> LengthReport:
+    target = wrap_target(model)  # one adapter for every description
     frames = processor.config.frames_for_tokens(visual_tokens)
     size = processor.config.image_size
     began = time.perf_counter()
@@ -130,7 +119,7 @@ def evaluate_length(model, processor: TestbedProcessor, visual_tokens: int, clip
         seed = config.seed_base + i
         clip = make_clip(seed, num_frames=frames, height=size, width=size,
                          num_events=bounded_num_events(frames, config.max_events))
-        result = describe(model, processor, clip.frames, config.max_new_tokens)
+        result = describe(target, processor, clip.frames, config.max_new_tokens)
         tokens, text = result.tokens, processor.decode(result.tokens)
         timings.append(result)
         scenes.append(clip.scene)
@@ -139,7 +128,7 @@ def evaluate_length(model, processor: TestbedProcessor, visual_tokens: int, clip
         samples.append({"seed": seed, "tokens": len(tokens), "text": text,
                         "event_recall": event_recall(text, clip.scene), "grounding": grounding(text, clip.scene)})
         log(f"  clip {seed}: {len(tokens)} tokens: {text}")
-    blank = processor.decode(describe(model, processor, blank_frames(frames, size, size), config.max_new_tokens).tokens)
+    blank = processor.decode(describe(target, processor, blank_frames(frames, size, size), config.max_new_tokens).tokens)
     log(f"  blank video: {blank}")
     other = [grounding(texts[(i + 1) % clips], scenes[i]) for i in range(clips)]
     return LengthReport(
@@ -165,7 +154,8 @@ def evaluate_testbed(model, processor: TestbedProcessor, config: EvalConfig | No
                      log: Callable[[str], None] = lambda s: None) -> list[LengthReport]:
     """One :class:`LengthReport` per length in ``config.lengths``."""
     config = config or EvalConfig()
-    return [evaluate_length(model, processor, tokens, config.clips_at(i), config, log)
+    target = wrap_target(model)
+    return [evaluate_length(target, processor, tokens, config.clips_at(i), config, log)
             for i, tokens in enumerate(config.lengths)]
 
 

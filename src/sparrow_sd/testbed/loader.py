@@ -46,7 +46,7 @@ def build_testbed_model(language: LanguageWeights, config: TestbedConfig,
     if len(filler) != 1:
         raise AssetError(f"the filler {config.filler!r} must be one token, it is {len(filler)}")
     encoder = SceneEncoder(lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
-                           filler[0], config.tokens_per_frame)
+                           filler[0], config.tokens_per_frame, unchanged_frames=config.unchanged_frames)
     attach_scene_reader(model, encoder)
     model.testbed_config = config
     gen = model.generation_config

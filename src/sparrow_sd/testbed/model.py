@@ -42,9 +42,12 @@ class SceneEncoder:
     """
 
     def __init__(self, encode: Callable[[str], list[int]], filler_id: int, tokens_per_frame: int,
-                 read_lines: Callable[[np.ndarray], list[str]] | None = None):
+                 read_lines: Callable[[np.ndarray], list[str]] | None = None, unchanged_frames: str = "repeat"):
         if tokens_per_frame < 1:
             raise InvalidInputError(f"tokens_per_frame must be positive, got {tokens_per_frame}")
+        if unchanged_frames not in ("filler", "repeat"):
+            raise InvalidInputError(f"unchanged_frames must be 'filler' or 'repeat', got {unchanged_frames!r}")
+        self.unchanged_frames = unchanged_frames
         self.encode = encode
         self.filler_id = int(filler_id)
         self.tokens_per_frame = int(tokens_per_frame)
@@ -62,7 +65,22 @@ class SceneEncoder:
 
     def frame_ids(self, frames: np.ndarray) -> torch.Tensor:
         """(F, tokens_per_frame) ids for uint8 frames (F, H, W, 3)."""
-        return self.line_ids(self.read_lines(frames))
+        lines = self.read_lines(frames)
+        return self.line_ids(lines if self.unchanged_frames == "repeat" else changed_frame_lines(lines))
+
+
+CHANGES_MARK = " Changes: "
+
+
+def changed_frame_lines(lines: Sequence[str]) -> list[str]:
+    """The lines a frame keeps when unchanged frames show filler only.
+
+    The first and last frames keep their line (what is there at the start and
+    at the end), and so does every frame that says what changed; every other
+    line becomes empty, i.e. all filler.
+    """
+    last = len(lines) - 1
+    return [line if t in (0, last) or CHANGES_MARK in line else "" for t, line in enumerate(lines)]
 
 
 def pixels_to_frames(pixel_values_videos: torch.Tensor) -> np.ndarray:

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from ..errors import InvalidInputError
 from ..precision import fast_autocast
 from ..synth import BACKGROUND, bounded_num_events, make_clip
+from .config import TestbedConfig
 from .lora import LoRA
 from .processor import TestbedProcessor
 
@@ -87,8 +88,8 @@ class TrainConfig:
 
 
 LONG_STAGE = TrainConfig(
-    steps=12, lr=1.5e-4, warmup=2, frames=(48, 72, 96), frame_weights=(1, 1, 1),
-    blank_prob=0.2, seed=1, checkpoint_activations=True,
+    steps=6, lr=2e-4, warmup=1, frames=(48, 72, 96), frame_weights=(1, 1, 1),
+    blank_prob=0.2, seed=7, checkpoint_activations=True,
 )
 """The second stage: the base LoRA continued on 9k-19k-token clips (and long blank videos).
 
@@ -170,6 +171,7 @@ class Checkpoint:
     optimizer: dict
     config: dict
     losses: list[float]
+    testbed: str = ""  # the TestbedConfig's JSON; empty in checkpoints written before it was recorded
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,11 +209,14 @@ def train_lora(model, processor: TestbedProcessor, config: TrainConfig, checkpoi
     for param in lora.parameters():
         param.requires_grad_(True)
     optimizer = torch.optim.AdamW(lora.parameters(), lr=config.lr, weight_decay=0.0)
+    testbed_json = processor.config.to_json()
     start, losses = 0, []
     if checkpoint_path is not None and checkpoint_path.is_file():
         saved = Checkpoint.load(checkpoint_path)
         if TrainConfig.from_dict(saved.config) != config:
             raise InvalidInputError(f"{checkpoint_path} was made with another recipe; use a new --work folder")
+        if _testbed_of(saved) != _testbed_of(testbed_json):
+            raise InvalidInputError(f"{checkpoint_path} was made for another testbed config; use a new --work folder")
         lora.load_state_dict(saved.lora)
         optimizer.load_state_dict(saved.optimizer)
         start, losses = saved.step, list(saved.losses)
@@ -220,7 +225,7 @@ def train_lora(model, processor: TestbedProcessor, config: TrainConfig, checkpoi
     def save(step: int) -> None:
         if checkpoint_path is not None:
             Checkpoint(step, {k: v.detach().clone() for k, v in lora.state_dict().items()},
-                       optimizer.state_dict(), config.to_dict(), losses).save(checkpoint_path)
+                       optimizer.state_dict(), config.to_dict(), losses, testbed_json).save(checkpoint_path)
 
     model.train()
     if config.checkpoint_activations:
@@ -250,6 +255,12 @@ def train_lora(model, processor: TestbedProcessor, config: TrainConfig, checkpoi
         _recompute_activations(model, False)
     model.eval()
     return lora
+
+
+def _testbed_of(saved: Checkpoint | str) -> TestbedConfig:
+    """The testbed config a checkpoint (or a config JSON) was made for; empty JSON: an older checkpoint."""
+    text = saved.testbed if isinstance(saved, Checkpoint) else saved
+    return TestbedConfig.from_json(text or "{}")
 
 
 def _recompute_activations(model, on: bool) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..draft import DraftConfig, SparrowDraft
+from ..draft import DraftConfig, Draft
 from ..targets import wrap_target
 
 
-def tiny_draft(model, visual_mode: str = "none", seed: int = 0, draft_vocab=None, **overrides) -> SparrowDraft:
-    """A random :class:`SparrowDraft` that fits ``model`` (a model or its adapter)."""
+def tiny_draft(model, visual_mode: str = "none", seed: int = 0, draft_vocab=None, **overrides) -> Draft:
+    """A random :class:`Draft` that fits ``model`` (a model or its adapter)."""
     target = wrap_target(model)
     text = target.text_config
     settings = dict(
@@ -26,4 +26,4 @@ def tiny_draft(model, visual_mode: str = "none", seed: int = 0, draft_vocab=None
     if visual_mode in ("full", "pruned"):
         settings["window"] = None
     settings.update(overrides)
-    return SparrowDraft.from_target(target, DraftConfig(**settings), draft_vocab=draft_vocab, seed=seed)
+    return Draft.from_target(target, DraftConfig(**settings), draft_vocab=draft_vocab, seed=seed)

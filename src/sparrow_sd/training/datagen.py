@@ -32,7 +32,7 @@ import torch
 
 from ..errors import InvalidInputError
 from ..generate import SpeculativeGenerator
-from ..targets import TargetAdapter, wrap_target
+from ..targets import TargetAdapter, TargetSession, wrap_target
 from .records import make_record
 from .shards import (  # check_data_shards and data_info are also read from here
     FORMAT,
@@ -58,7 +58,7 @@ class DatagenConfig:
     top_p: float = 1.0
     ivsb_layer: int | None = None  # None: the middle of the target's stack
     glimpse_tokens: int = 16
-    visual: str = "pooled"  # or "full" (needed by the full-visual and pruned baselines)
+    visual: str = "full"  # per-position visual states, which full-visual and pruned drafts need; or "pooled"
     aux_layers: tuple[int, ...] | None = None  # also store these layers' outputs (eagle3 drafts)
     shard_size: int = 32
     seed: int = 0
@@ -146,10 +146,8 @@ def distil(generator: SpeculativeGenerator, sample: Sample, cfg: DatagenConfig, 
         if key in prompt and prompt[key] is not None:
             full[key] = torch.cat([prompt[key], torch.full_like(response, 1 if key == "attention_mask" else 0)], dim=1)
     aux = tuple(cfg.aux_layers or ())
-    prefill = target.prefill(full, room=1, capture_layers=sorted({ivsb_layer, *aux}))
-    record = make_record(prefill, length, ivsb_layer, cfg.glimpse_tokens, cfg.visual, aux)
-    target.release()
-    return record
+    with TargetSession(target, full, room=1, capture_layers=sorted({ivsb_layer, *aux})) as session:
+        return make_record(session.prefill, length, ivsb_layer, cfg.glimpse_tokens, cfg.visual, aux)
 
 
 def datagen_info(target: TargetAdapter, cfg: DatagenConfig) -> dict:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..draft import DraftConfig, DraftContext, SparrowDraft, build_draft_context, load_draft, save_draft
+from ..draft import DraftConfig, DraftContext, Draft, build_draft_context, load_draft, save_draft
 from ..errors import InvalidInputError
 from ..sampling import default_eos_ids
 from ..targets import TargetAdapter, wrap_target
@@ -128,7 +128,7 @@ def prompt_items(context: DraftContext, record: dict[str, torch.Tensor]) -> int:
     return int((context.source < prompt_length).sum())
 
 
-def sample_loss(draft: SparrowDraft, record: dict[str, torch.Tensor], embed_weight: torch.Tensor,
+def sample_loss(draft: Draft, record: dict[str, torch.Tensor], embed_weight: torch.Tensor,
                 cfg: DraftTrainConfig) -> tuple[torch.Tensor, list[float], int]:
     """(loss, per-level greedy agreement, supervised positions) for one record."""
     dcfg = draft.config
@@ -196,7 +196,7 @@ def split_held_out(count: int, cfg: DraftTrainConfig) -> tuple[list[int], list[i
 
 
 def fresh_draft(target: TargetAdapter, data: DataShards, train_ids: list[int], info: dict,
-                cfg: DraftTrainConfig) -> SparrowDraft:
+                cfg: DraftTrainConfig) -> Draft:
     """A new draft for ``target``: its vocabulary from the training responses, its weights from ``cfg.seed``."""
     draft_vocab = None
     if cfg.draft_vocab_size and cfg.draft_vocab_size < target.vocab_size:
@@ -204,7 +204,7 @@ def fresh_draft(target: TargetAdapter, data: DataShards, train_ids: list[int], i
         draft_vocab = build_draft_vocab((data[i] for i in train_ids), cfg.draft_vocab_size, target.vocab_size, stops)
     torch.manual_seed(cfg.seed)
     dcfg = draft_config_for(target, cfg, info["settings"]["ivsb_layer"], info["settings"].get("aux_layers"))
-    return SparrowDraft.from_target(target, dcfg, draft_vocab, seed=cfg.seed).float().cpu()
+    return Draft.from_target(target, dcfg, draft_vocab, seed=cfg.seed).float().cpu()
 
 
 def draft_and_optimizer(target: TargetAdapter, data: DataShards, train_ids: list[int], info: dict,
@@ -237,7 +237,7 @@ class TrainingRun:
     def __init__(self, accelerator, draft, optimizer, data: DataShards, embed_weight: torch.Tensor,
                  cfg: DraftTrainConfig, out_dir: Path, log: Callable[[str], None]):
         self.accelerator, self.draft, self.optimizer = accelerator, draft, optimizer
-        self.core: SparrowDraft = accelerator.unwrap_model(draft)
+        self.core: Draft = accelerator.unwrap_model(draft)
         self.params = [p for p in self.core.parameters() if p.requires_grad]
         self.data, self.embed_weight, self.cfg, self.out_dir, self.log = data, embed_weight, cfg, out_dir, log
         self.running: float | None = None
@@ -332,7 +332,7 @@ class TrainingRun:
 
 
 def train_draft(model, data_dir: str | Path, out_dir: str | Path, cfg: DraftTrainConfig | None = None,
-                resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> SparrowDraft:
+                resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> Draft:
     """Train a draft for ``model`` (the target) on ``data_dir``; save it to ``out_dir``."""
     from accelerate import Accelerator
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from ..draft.kv import AttendPlan, pinned_items, window_visible
-from ..draft.model import SparrowDraft
+from ..draft.model import Draft
 
 
 class UnrollKeys:
@@ -70,7 +70,7 @@ class UnrollStep:
     valid: torch.Tensor  # (n,) bool: items with a full chain at this step (i >= step)
 
 
-def unroll(draft: SparrowDraft, embeds: torch.Tensor, hidden: torch.Tensor, steps: int,
+def unroll(draft: Draft, embeds: torch.Tensor, hidden: torch.Tensor, steps: int,
            prompt_items: int = 0) -> list[UnrollStep]:
     """Run ``steps`` unroll levels over a sequence of ``n`` items (see the module docstring);
     the first ``prompt_items`` are the prompt's (pinned in the window as at inference)."""

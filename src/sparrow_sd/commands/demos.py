@@ -25,13 +25,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from .errors import AssetError
-from .generate import GenerationResult, SpeculativeGenerator
-from .synth import bounded_num_events, make_clip, write_mp4
-from .proposers import SparrowProposer, TreeConfig
-from .testing import build_tiny_model, make_video_inputs
-from .testing.drafts import tiny_draft
-from .testing.oracle import OracleProposer
+from ..errors import AssetError
+from ..generate import GenerationResult, SpeculativeGenerator, prefill
+from ..synth import bounded_num_events, make_clip, write_mp4
+from ..proposers import NullProposer, DraftProposer, TreeConfig
+from ..targets import wrap_target
+from ..testing import build_tiny_model, make_video_inputs
+from ..testing.drafts import tiny_draft
+from ..testing.oracle import OracleProposer
 
 COMMITTED_DRAFTS = Path(__file__).parent / "testbed" / "drafts"
 
@@ -51,7 +52,7 @@ def committed_draft(name: str = "sparrow") -> Path:
 
 def missing_demo_assets() -> str | None:
     """Why the testbed demo cannot run here (committed weights or draft absent), or None."""
-    from .testbed.loader import COMMITTED_WEIGHTS
+    from ..testbed.loader import COMMITTED_WEIGHTS
 
     if not COMMITTED_WEIGHTS.is_file():
         return "the trained testbed weights are not committed yet"
@@ -62,10 +63,10 @@ def missing_demo_assets() -> str | None:
     return None
 
 
-def run_testbed_demo(frames: int = 48, max_new_tokens: int = 160, seed: int = 0, threads: int = 2,
+def run_testbed_demo(frames: int = 16, max_new_tokens: int = 200, seed: int = 0, threads: int = 2,
                      draft: str | Path | None = None, weights: str | Path | None = None) -> int:
     """Describe a held-out SynthVideo mp4 with the testbed and the Sparrow draft; 0 if the outputs matched."""
-    from .commands.generate import GenerateOptions, run_generate
+    from .generate import GenerateOptions, run_generate
 
     console = Console()
     torch.set_num_threads(threads)
@@ -106,15 +107,17 @@ def run_demo(arch: str = "qwen2_5_vl", frames: int = 64, max_new_tokens: int = 6
     hf_s = time.perf_counter() - t0
 
     tree = TreeConfig(depth=5, top_k=4, total_tokens=16)
-    runs: dict[str, GenerationResult] = {}
-    methods = {
-        "autoregressive": None,
-        "sparrow (random draft)": SparrowProposer(tiny_draft(model, "none", seed=seed), tree),
+    target = wrap_target(model)
+    proposers = {
+        "autoregressive": NullProposer(),
+        "sparrow (random draft)": DraftProposer(tiny_draft(target, "none", seed=seed), tree),
         "oracle (upper bound)": OracleProposer(reference, depth=5, branching=2, error_rate=0.1,
                                                vocab_size=spec.text_token_range.stop, seed=seed),
     }
-    for name, proposer in methods.items():
-        runs[name] = SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=max_new_tokens)
+    runs: dict[str, GenerationResult] = {}
+    with prefill(target, inputs, max_new_tokens, proposers.values()) as session:  # every method decodes from it
+        for name, proposer in proposers.items():
+            runs[name] = SpeculativeGenerator(target, proposer).decode(session, max_new_tokens)
 
     table = Table(title="same prompt, same cache, greedy")
     for col in ("method", "tokens", "identical to generate()", "steps", "tau", "decode s", "decode speedup"):
