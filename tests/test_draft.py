@@ -164,7 +164,11 @@ def test_save_load_roundtrip_gives_identical_logits(tmp_path, arch):
         proposer = DraftProposer(d, TreeConfig(3, 2, 5))
         pre = TargetSession(target, inputs, 64, proposer.capture_layers).prefill
         proposer.start(target, pre, 7, 20)
-        outs.append((proposer._root_logits.clone(), proposer.propose().tokens))
+        ctx = build_draft_context(pre, d.config)  # the prompt's logits, through the draft's public forward
+        kv = d.new_cache(len(ctx), target.device, target.dtype)
+        with torch.no_grad():
+            _, logits = d(ctx.embeds, ctx.hidden, kv, kv.plan_extend(len(ctx)))
+        outs.append((logits, proposer.propose().tokens))
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
     assert torch.equal(outs[0][1], outs[1][1])
     # a reduced vocabulary only ever proposes its own tokens
