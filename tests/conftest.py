@@ -40,6 +40,23 @@ def hf_greedy(model, inputs, max_new_tokens: int, eos_token_id=None) -> list[int
     return out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
+def assert_every_path_matches(model, inputs, ref: list[int], max_new_tokens: int, *, oracle_depth: int,
+                              min_tau: float, tree, oracle_seed: int, draft_seed: int = 1) -> None:
+    """The engine emits ``ref`` on each decoding path: plain, an oracle accepted deep (its tau above
+    ``min_tau``), and a random tiny draft's ``tree``."""
+    from sparrow_sd.generate import SpeculativeGenerator
+    from sparrow_sd.proposers import DraftProposer
+    from sparrow_sd.testing.drafts import tiny_draft
+    from sparrow_sd.testing.oracle import OracleProposer
+
+    assert SpeculativeGenerator(model).generate(inputs, max_new_tokens=max_new_tokens).tokens == ref
+    oracle = OracleProposer(ref, depth=oracle_depth, branching=2, error_rate=0.2, vocab_size=120, seed=oracle_seed)
+    result = SpeculativeGenerator(model, oracle).generate(inputs, max_new_tokens=max_new_tokens)
+    assert result.tokens == ref and result.stats.tau > min_tau
+    proposer = DraftProposer(tiny_draft(model, seed=draft_seed), tree)
+    assert SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=max_new_tokens).tokens == ref
+
+
 def require_language():
     """Skip when the converted Qwen2.5-Coder weights are absent (``make test`` fetches them, so CI has them)."""
     from sparrow_sd.errors import AssetError

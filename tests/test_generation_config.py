@@ -12,7 +12,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import prompt_inputs
+from conftest import assert_every_path_matches, prompt_inputs
 from test_lossless_sampling import pvalue
 
 from sparrow_sd import SamplingConfig, DraftProposer, SpeculativeGenerator, TreeConfig
@@ -36,19 +36,16 @@ def test_greedy_with_a_repetition_penalty_matches_generate(arch):
     model.generation_config.update(repetition_penalty=1.5, top_k=3, top_p=0.5, temperature=0.3)
     ref = hf_default(model, inputs, 24)
     assert ref != plain, "the penalty must change the output"
-    assert SpeculativeGenerator(model).generate(inputs, max_new_tokens=24).tokens == ref
     # deep accepted paths: each node is penalised over its own prefix (its ancestors included)
-    oracle = OracleProposer(ref, depth=6, branching=2, error_rate=0.2, vocab_size=120, seed=3)
-    result = SpeculativeGenerator(model, oracle).generate(inputs, max_new_tokens=24)
-    assert result.tokens == ref and result.stats.tau > 3
-    proposer = DraftProposer(tiny_draft(model, seed=1), TreeConfig(depth=4, top_k=3, total_tokens=10))
-    assert SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=24).tokens == ref
+    assert_every_path_matches(model, inputs, ref, 24, oracle_depth=6, min_tau=3, oracle_seed=3,
+                              tree=TreeConfig(depth=4, top_k=3, total_tokens=10))
     # a penalty below 1 (favouring repeats) and one passed as an argument
     model.generation_config.repetition_penalty = 0.7
     ref = hf_default(model, inputs, 16)
     oracle = OracleProposer(ref, depth=6, branching=2, error_rate=0.2, vocab_size=120, seed=4)
     assert SpeculativeGenerator(model, oracle).generate(inputs, max_new_tokens=16).tokens == ref
     model.generation_config.repetition_penalty = None
+    proposer = DraftProposer(tiny_draft(model, seed=1), TreeConfig(depth=4, top_k=3, total_tokens=10))
     result = SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=16, repetition_penalty=0.7)
     assert result.tokens == ref and result.sampling.repetition_penalty == 0.7
 

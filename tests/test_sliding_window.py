@@ -7,15 +7,12 @@ every node see the whole cache and all its ancestors goes wrong.
 """
 
 import pytest
-from conftest import hf_greedy, prompt_inputs
+from conftest import assert_every_path_matches, hf_greedy, prompt_inputs
 
 from sparrow_sd.errors import UnsupportedModelError
-from sparrow_sd.generate import SpeculativeGenerator
-from sparrow_sd.proposers import DraftProposer, TreeConfig
+from sparrow_sd.proposers import TreeConfig
 from sparrow_sd.targets import wrap_target
 from sparrow_sd.testing import build_tiny_model
-from sparrow_sd.testing.drafts import tiny_draft
-from sparrow_sd.testing.oracle import OracleProposer
 
 WINDOW = 4
 
@@ -30,13 +27,9 @@ def test_sliding_window_target_matches_generate(arch, attn):
     inputs = prompt_inputs(model, arch, seed=1, frames=2)
     ref = hf_greedy(model, inputs, 20)
     assert ref != hf_greedy(build_tiny_model(arch, attn_implementation=attn), inputs, 20), "the window must matter"
-    assert SpeculativeGenerator(model).generate(inputs, max_new_tokens=20).tokens == ref
     # the oracle's true branch is accepted deep past the window (depth 7 > 4)
-    oracle = OracleProposer(ref, depth=7, branching=2, error_rate=0.2, vocab_size=120, seed=1)
-    result = SpeculativeGenerator(model, oracle).generate(inputs, max_new_tokens=20)
-    assert result.tokens == ref and result.stats.tau > 2
-    proposer = DraftProposer(tiny_draft(model, seed=1), TreeConfig(depth=6, top_k=3, total_tokens=12))
-    assert SpeculativeGenerator(model, proposer).generate(inputs, max_new_tokens=20).tokens == ref
+    assert_every_path_matches(model, inputs, ref, 20, oracle_depth=7, min_tau=2, oracle_seed=1,
+                              tree=TreeConfig(depth=6, top_k=3, total_tokens=12))
 
 
 def test_attention_layout_is_read_from_the_config():
