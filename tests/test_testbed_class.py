@@ -106,13 +106,16 @@ def test_unchanged_frames_show_filler_only_between_the_first_and_the_last():
         SceneEncoder(encode, FILLER_ID, 8, unchanged_frames="skip")
 
 
-def test_weights_written_before_the_unchanged_frames_setting_read_every_frame_in_full():
+def test_weights_written_before_a_line_setting_read_as_they_were_trained():
     old = json.loads(TestbedConfig().to_json())
-    del old["unchanged_frames"]
-    assert TestbedConfig.from_json(json.dumps(old)).unchanged_frames == "repeat"
-    assert TestbedConfig().unchanged_frames == "repeat"
+    del old["unchanged_frames"], old["moves"]
+    assert (TestbedConfig.from_json(json.dumps(old)).unchanged_frames, TestbedConfig.from_json(json.dumps(old)).moves
+            ) == ("repeat", "every_frame")
+    assert (TestbedConfig().unchanged_frames, TestbedConfig().moves) == ("filler", "once")
     with pytest.raises(InvalidInputError, match="unchanged_frames"):
         TestbedConfig(unchanged_frames="skip")
+    with pytest.raises(InvalidInputError, match="moves"):
+        TestbedConfig(moves="twice")
 
 
 def test_attach_refuses_a_token_count_the_model_does_not_give():

@@ -144,7 +144,7 @@ def test_a_checkpoint_of_another_testbed_config_is_refused(tmp_path):
     short = dataclasses.replace(TINY, steps=1)
     train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=tmp_path / "ck.pt", log=lambda s: None)
     saved = torch.load(tmp_path / "ck.pt", weights_only=True)
-    saved["testbed"] = dataclasses.replace(processor.config, unchanged_frames="filler").to_json()
+    saved["testbed"] = dataclasses.replace(processor.config, moves="every_frame" if processor.config.moves == "once" else "once").to_json()
     torch.save(saved, tmp_path / "ck.pt")
     with pytest.raises(InvalidInputError, match="another testbed config"):
         train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=tmp_path / "ck.pt",

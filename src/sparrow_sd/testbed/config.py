@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
+from .scene_lines import MOVE_STYLES
 
 # Qwen2's own special tokens; its tokenizer already holds them.
 VIDEO_PAD = "<|video_pad|>"
@@ -38,6 +39,7 @@ IMAGE_PAD = "<|image_pad|>"
 SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."  # Qwen2.5 Instruct default
 DESCRIBE_PROMPT = "Describe this video in detail."
 UNCHANGED_FRAMES = ("repeat", "filler")
+
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,14 @@ class TestbedConfig:
     ``unchanged_frames``: what a frame in which nothing changed shows, between
     the first and the last frame. ``"repeat"`` (the default) writes its full
     scene line (the objects again); ``"filler"`` leaves it all filler, the same
-    facts without the repetition. Measured on the build (docs/testbed.md,
-    v2.2): with ``"filler"`` the tuned model looped on moves at 3k tokens (4
-    of 6 clips ran to the token limit), so ``"repeat"`` stays the default.
+    facts without the repetition.
+
+    ``moves``: a move is written on ``"every_frame"`` it spans, or ``"once"``
+    where it starts (with a stop where it ends). Measured on the builds
+    (docs/testbed.md): v2.1 (``repeat``) and v2.2 (``filler``) both looped
+    on moves written on every frame; v2.3 writes each event once, in the
+    filler format. Weights written before a setting existed read as
+    ``"repeat"`` / ``"every_frame"``, which is what they were trained on.
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -64,12 +71,15 @@ class TestbedConfig:
     filler: str = " "
     system_prompt: str = SYSTEM_PROMPT
     describe_prompt: str = DESCRIBE_PROMPT
-    unchanged_frames: str = "repeat"
+    unchanged_frames: str = "filler"
+    moves: str = "once"
 
     def __post_init__(self) -> None:
         if self.unchanged_frames not in UNCHANGED_FRAMES:
             raise InvalidInputError(f"unchanged_frames must be one of {UNCHANGED_FRAMES}, "
                                     f"got {self.unchanged_frames!r}")
+        if self.moves not in MOVE_STYLES:
+            raise InvalidInputError(f"moves must be one of {MOVE_STYLES}, got {self.moves!r}")
         if self.image_size % self.patch_size:
             raise InvalidInputError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if not self.filler:
@@ -107,6 +117,7 @@ class TestbedConfig:
         if unknown:
             raise InvalidInputError(f"unknown testbed settings {sorted(unknown)}")
         raw.setdefault("unchanged_frames", "repeat")  # written before the setting existed: every line in full
+        raw.setdefault("moves", "every_frame")        # likewise: a move on every frame it spans
         return cls(**raw)
 
     def differences(self, other: TestbedConfig) -> list[str]:

@@ -10,6 +10,7 @@ raised before the model is built where possible.
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from .config import IMAGE_PAD, VIDEO_PAD, TestbedConfig
 from .language import LanguageWeights, load_language_weights
 from .model import SceneEncoder, attach_scene_reader, testbed_hf_config, zero_unused_vision
 from .processor import TestbedProcessor
+from .scene_reader import read_video_lines
 from .weights_io import merge_lora, read_lora
 
 COMMITTED_WEIGHTS = Path(__file__).with_name("weights") / "testbed_lora.safetensors"
@@ -46,7 +48,8 @@ def build_testbed_model(language: LanguageWeights, config: TestbedConfig,
     if len(filler) != 1:
         raise AssetError(f"the filler {config.filler!r} must be one token, it is {len(filler)}")
     encoder = SceneEncoder(lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
-                           filler[0], config.tokens_per_frame, unchanged_frames=config.unchanged_frames)
+                           filler[0], config.tokens_per_frame, read_lines=partial(read_video_lines, moves=config.moves),
+                           unchanged_frames=config.unchanged_frames)
     attach_scene_reader(model, encoder)
     model.testbed_config = config
     gen = model.generation_config

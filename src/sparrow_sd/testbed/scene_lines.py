@@ -6,6 +6,12 @@ model to read::
 
     Frame 7: small blue circle in the centre, large red square on the right. Changes: small blue circle moves left; large red square appears.
 
+A move spans several frames. With ``moves="every_frame"`` it is written on each
+of them; with ``moves="once"`` (what the testbed reads) it is written on the
+frame it starts and a stop ("small blue circle stops on the left") on the
+frame it ends, so each event of the clip is stated once: repeated move lines
+were what the tuned model copied into looping answers (docs/testbed.md).
+
 The lines must be exact, so one line writer (:func:`frame_lines`) is fed by
 two producers: :func:`~sparrow_sd.testbed.scene_reader.read_frames` (pixels
 only) and :func:`truth_frames` (the Scene's arrays and the renderer's exact
@@ -29,6 +35,7 @@ from ..synth.vocab import SHAPES, SIZES
 
 __all__ = [
     "MOVE_THRESHOLD_PX",
+    "MOVE_STYLES",
     "FrameObject",
     "frame_lines",
     "place_of",
@@ -44,6 +51,7 @@ __all__ = [
 MOVE_THRESHOLD_PX = 0.75
 
 Identity = tuple[str, str]          # (shape, size): unique within a clip
+MOVE_STYLES = ("every_frame", "once")
 
 
 @dataclass(frozen=True)
@@ -96,18 +104,23 @@ def _identity_key(identity: Identity) -> tuple[int, int]:
 
 # --- the line writer -------------------------------------------------------------
 
-def frame_lines(objects_per_frame: Sequence[Iterable[FrameObject]]) -> list[str]:
+def frame_lines(objects_per_frame: Sequence[Iterable[FrameObject]], moves: str = "every_frame") -> list[str]:
     """One line per frame: what is on screen and what changed since the frame before.
 
     ``Frame {t}: {objects}.`` (t from 1, ``nothing`` for an empty frame), then
     `` Changes: {changes}.`` when anything changed; frame 1 has no changes.
     Objects are sorted by identity; changes by kind (disappear, appear,
-    colour, move, meet), then by identity, so equal facts give equal text.
+    colour, move, stop, meet), then by identity, so equal facts give equal text.
+    ``moves`` (one of MOVE_STYLES) says whether a move is written on every
+    frame it spans or once where it starts, with a stop where it ends.
     Objects are matched across frames by identity, which must therefore be
     unique within a frame (InvalidInputError otherwise).
     """
+    if moves not in MOVE_STYLES:
+        raise InvalidInputError(f"moves must be one of {MOVE_STYLES}, got {moves!r}")
     lines: list[str] = []
     prev: dict[Identity, FrameObject] | None = None
+    moving: dict[Identity, str] = {}          # direction of each object's move into the previous frame
     for t, objs in enumerate(objects_per_frame, start=1):
         objs = list(objs)
         now = {o.identity: o for o in objs}
@@ -118,7 +131,7 @@ def frame_lines(objects_per_frame: Sequence[Iterable[FrameObject]]) -> list[str]
                             for k in sorted(now, key=_identity_key))
         line = f"Frame {t}: {listing or 'nothing'}."
         if prev is not None:
-            changes = _changes(prev, now)
+            changes, moving = _changes(prev, now, moving if moves == "once" else None)
             if changes:
                 line += " Changes: " + "; ".join(changes) + "."
         lines.append(line)
@@ -126,11 +139,16 @@ def frame_lines(objects_per_frame: Sequence[Iterable[FrameObject]]) -> list[str]
     return lines
 
 
-def _changes(prev: dict[Identity, FrameObject], now: dict[Identity, FrameObject]) -> list[str]:
-    """The change phrases between two consecutive frames, in the fixed order.
+def _changes(prev: dict[Identity, FrameObject], now: dict[Identity, FrameObject],
+             moving: dict[Identity, str] | None) -> tuple[list[str], dict[Identity, str]]:
+    """The change phrases between two consecutive frames, in the fixed order,
+    and the direction each object moved in between them.
 
     A disappearing object and a colour change are named with the old colour
     (that is the object the reader last saw); everything else with the new.
+    ``moving`` (the directions of the step before) is given when each move is
+    written once: a move in the same direction as before goes unsaid, and an
+    object that moved before and not now stops.
     """
     gone = sorted((k for k in prev if k not in now), key=_identity_key)
     new = sorted((k for k in now if k not in prev), key=_identity_key)
@@ -139,12 +157,13 @@ def _changes(prev: dict[Identity, FrameObject], now: dict[Identity, FrameObject]
     out += [f"{now[k].name()} appears" for k in new]
     out += [f"{prev[k].name()} turns {now[k].colour}"
             for k in kept if prev[k].colour != now[k].colour]
-    for k in kept:
-        direction = _move_direction(prev[k].centroid, now[k].centroid)
-        if direction is not None:
-            out.append(f"{now[k].name()} moves {direction}")
+    directions = {k: d for k in kept if (d := _move_direction(prev[k].centroid, now[k].centroid))}
+    before = moving or {}
+    out += [f"{now[k].name()} moves {d}" for k, d in directions.items() if before.get(k) != d]
+    if moving is not None:
+        out += [f"{now[k].name()} stops {now[k].place}" for k in kept if k in before and k not in directions]
     out += [f"{now[a].name()} meets {now[b].name()}" for a, b in _new_contacts(prev, now)]
-    return out
+    return out, directions
 
 
 def _move_direction(before: tuple[float, float], after: tuple[float, float]) -> str | None:
@@ -233,6 +252,6 @@ def truth_frames(scene: Scene, height: int, width: int) -> list[list[FrameObject
     return out
 
 
-def truth_lines(scene: Scene, height: int, width: int) -> list[str]:
+def truth_lines(scene: Scene, height: int, width: int, moves: str = "every_frame") -> list[str]:
     """The exact lines the reader must produce for this scene at this size."""
-    return frame_lines(truth_frames(scene, height, width))
+    return frame_lines(truth_frames(scene, height, width), moves)

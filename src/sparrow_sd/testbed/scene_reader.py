@@ -49,6 +49,7 @@ from ..errors import InvalidInputError
 from ..synth.render import shape_mask
 from ..synth.vocab import BACKGROUND, COLOURS, PALETTE, SHAPES, SIZES
 from .scene_lines import (  # the lines' side, also read from here
+    MOVE_STYLES,
     MOVE_THRESHOLD_PX,
     FrameObject,
     frame_lines,
@@ -59,6 +60,7 @@ from .scene_lines import (  # the lines' side, also read from here
 )
 
 __all__ = [
+    "MOVE_STYLES",
     "MOVE_THRESHOLD_PX",
     "FrameObject",
     "frame_lines",
@@ -291,6 +293,7 @@ def read_frame(frame: np.ndarray) -> list[FrameObject]:
     return read_frames(_validate(frame, 3)[None])[0]
 
 
-def read_video_lines(frames: np.ndarray) -> list[str]:
-    """The scene reader's text for (T, H, W, 3) uint8 frames: one line per frame."""
-    return frame_lines(read_frames(frames))
+def read_video_lines(frames: np.ndarray, moves: str = "every_frame") -> list[str]:
+    """The scene reader's text for (T, H, W, 3) uint8 frames: one line per frame
+    (``moves``: see :func:`~.scene_lines.frame_lines`)."""
+    return frame_lines(read_frames(frames), moves)
