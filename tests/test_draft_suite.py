@@ -14,7 +14,7 @@ from sparrow_sd.training.trainer import DraftTrainConfig
 def test_suite_drafts_differ_only_in_what_they_read_and_the_sparrow_parts():
     base = DraftTrainConfig(epochs=3, lr=1e-3)
     configs = suite_configs(base)
-    assert list(configs) == ["sparrow", "full", "pruned", "text-only", "sparrow-eagle3"]
+    assert list(configs) == ["sparrow", "sparrow-text", "full", "pruned", "text-only", "sparrow-eagle3"]
     shared = {k: v for k, v in vars(base).items() if k not in ("visual_mode", "ivsb", "mtp_steps", "architecture")}
     for cfg in configs.values():
         assert {k: getattr(cfg, k) for k in shared} == shared

@@ -31,6 +31,9 @@ from .trainer import DraftTrainConfig, train_draft
 SUITE: dict[str, tuple[dict, str]] = {
     "sparrow": ({"visual_mode": "glimpse", "ivsb": True, "mtp_steps": 3},
                 "Sparrow: text plus a 16-token IVSB glimpse of the video, multi-token prediction"),
+    "sparrow-text": ({"visual_mode": "none", "ivsb": False, "mtp_steps": 3},
+                     "Sparrow reading text only (no glimpse), multi-token prediction: measured against "
+                     "'sparrow' to decide what the shipped draft reads"),
     "full": ({"visual_mode": "full", "ivsb": False, "mtp_steps": 3},
              "every visual position with its vision feature (EAGLE / MSD / ViSpec style)"),
     "pruned": ({"visual_mode": "pruned", "ivsb": False, "mtp_steps": 3},
