@@ -48,6 +48,10 @@ class GenerationStats:
     target_prefill_s: float = 0.0
     draft_prefill_s: float = 0.0
     decode_s: float = 0.0  # everything after the target prefill (draft prefill included)
+    # where decode_s goes, summed over the steps (the rest of it: draft prefill, checks, bookkeeping)
+    draft_s: float = 0.0   # proposing trees and advancing the draft over what was accepted
+    verify_s: float = 0.0  # the target's forward over each tree and choosing what it keeps
+    commit_s: float = 0.0  # keeping the accepted path in the target's cache
     draft_context_items: int = 0
     draft_cache_bytes: int = 0
     target_cache_bytes: int = 0
@@ -61,12 +65,18 @@ class GenerationStats:
         return self.target_prefill_s + self.decode_s
 
     @property
+    def other_s(self) -> float:
+        """Decode time outside the three phases: the draft's prefill, the tree checks, bookkeeping."""
+        return max(0.0, self.decode_s - self.draft_s - self.verify_s - self.commit_s)
+
+    @property
     def decode_tokens_per_s(self) -> float:
         return self.new_tokens / self.decode_s if self.decode_s > 0 else 0.0
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "accepted_per_step"}
-        out.update(tau=self.tau, total_s=self.total_s, decode_tokens_per_s=self.decode_tokens_per_s)
+        out.update(tau=self.tau, total_s=self.total_s, other_s=self.other_s,
+                   decode_tokens_per_s=self.decode_tokens_per_s)
         return out
 
 
@@ -192,12 +202,20 @@ def decode(session: TargetSession, proposer: Proposer, sampling: SamplingConfig,
     synchronize(target.device)
     stats.draft_prefill_s = time.perf_counter() - after_first
 
+    # Phase clocks add no synchronisation, so they do not slow the decode: on a CPU they are exact;
+    # on a GPU, work a phase queued without reading its result may be counted in the next phase.
+    clock = time.perf_counter
     while not done:
+        t0 = clock()
         tree = proposer.propose()
         check_tree(tree, tokens[-1], proposer, target.vocab_size)
+        t1 = clock()
         mask = tree.mask
         out = session.verify(tree.tokens, mask, tree.depths, proposer.verify_layers)
         path, bonus = chooser.verify(tree, mask, out.logits)
+        t2 = clock()
+        stats.draft_s += t1 - t0
+        stats.verify_s += t2 - t1
         emitted, done = _cut(tree.tokens[path].tolist() + [bonus], len(tokens), max_new_tokens, eos)
         tokens += emitted
         chooser.saw(emitted)
@@ -207,8 +225,13 @@ def decode(session: TargetSession, proposer: Proposer, sampling: SamplingConfig,
             on_tokens(emitted)
         if not done:
             kept = torch.tensor([0] + path)
+            t3 = clock()
             session.commit(kept)
+            t4 = clock()
             proposer.advance(torch.tensor(emitted), proposer.states(out)[kept.to(out.hidden.device)])
+            t5 = clock()
+            stats.commit_s += t4 - t3
+            stats.draft_s += t5 - t4
 
     synchronize(target.device)
     stats.decode_s = time.perf_counter() - after_first

@@ -46,6 +46,11 @@ class MethodRun:
     draft_cache_bytes: int = 0
     peak_memory_bytes: int = 0
     extra: dict = field(default_factory=dict)
+    # the engine's own methods only (GenerationStats): verification steps and where decode_s went
+    steps: int = 0
+    draft_s: float = 0.0
+    verify_s: float = 0.0
+    commit_s: float = 0.0
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -180,7 +185,8 @@ class _GeneratorMethod(Method):
         peak = memory.peak if prefill is None else max(prefill.peak_bytes, prefill.held_bytes + memory.peak)
         s = result.stats
         return MethodRun(result.tokens, s.tau, s.target_prefill_s, s.draft_prefill_s, s.decode_s, s.total_s,
-                         s.draft_cache_bytes, peak)
+                         s.draft_cache_bytes, peak, steps=s.steps, draft_s=s.draft_s, verify_s=s.verify_s,
+                         commit_s=s.commit_s)
 
 
 class Autoregressive(_GeneratorMethod):

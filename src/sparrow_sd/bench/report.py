@@ -4,6 +4,12 @@ Ratios are taken over the same samples: decode speedup is the autoregressive
 decode time summed over a length's samples divided by the method's (equal
 token counts under greedy decoding), end-to-end speedup the same with total
 time. tau is the mean over samples of each run's tau.
+
+For the engine's methods the decode time is split per verification step into
+draft, verify, commit and the rest, and set against the bound the split
+implies: ``tau * T_AR / (T_verify + T_draft)``, with ``T_AR`` the reference's
+decode time per step (one token) at the same length. Measured below the bound
+means time goes where the model does not account for it (commit, overhead).
 """
 
 from __future__ import annotations
@@ -25,6 +31,11 @@ COLUMNS = (
     ("draft_prefill_ratio", "draft/target prefill", "{:.2%}"),
     ("peak_memory_mb", "peak mem MB", "{:.0f}"),
     ("draft_cache_mb", "draft KV MB", "{:.2f}"),
+    ("draft_ms_per_step", "draft ms/step", "{:.1f}"),
+    ("verify_ms_per_step", "verify ms/step", "{:.1f}"),
+    ("commit_ms_per_step", "commit ms/step", "{:.1f}"),
+    ("other_ms_per_step", "other ms/step", "{:.1f}"),
+    ("bound_speedup", "bound tau*T_AR/(T_v+T_d)", "{:.2f}x"),
     ("lossless", "lossless", "{}"),
 )
 
@@ -58,10 +69,30 @@ def summarise(result: SweepResult, reference: str = "autoregressive") -> list[di
             "draft_prefill_ratio": draft_prefill / target_prefill if target_prefill else 0.0,
             "peak_memory_mb": max(s.run.peak_memory_bytes for s in samples) / 2**20,
             "draft_cache_mb": max(s.run.draft_cache_bytes for s in samples) / 2**20,
+            **_step_split(samples, ref),
             "lossless": ("reference" if not checks and method == reference else
                          "n/a (sampled)" if not checks else f"{sum(checks)}/{len(checks)}"),
         })
     return rows
+
+
+def _step_split(samples: list, ref: list) -> dict:
+    """Milliseconds per verification step in each phase, and the bound they imply (for methods
+    that are not the engine's, None: Hugging Face's generate() reports no steps)."""
+    steps = sum(s.run.steps for s in samples)
+    ref_steps = sum(s.run.steps for s in ref)
+    if not steps or not ref_steps:
+        return dict.fromkeys(("draft_ms_per_step", "verify_ms_per_step", "commit_ms_per_step",
+                              "other_ms_per_step", "bound_speedup"))
+    per_step = {phase: 1000 * sum(getattr(s.run, f"{phase}_s") for s in samples) / steps
+                for phase in ("draft", "verify", "commit")}
+    decode = 1000 * sum(s.run.decode_s for s in samples) / steps
+    t_ar = 1000 * sum(s.run.decode_s for s in ref) / ref_steps
+    tau = mean(s.run.tau for s in samples)
+    return {"draft_ms_per_step": per_step["draft"], "verify_ms_per_step": per_step["verify"],
+            "commit_ms_per_step": per_step["commit"],
+            "other_ms_per_step": max(0.0, decode - sum(per_step.values())),
+            "bound_speedup": tau * t_ar / (per_step["verify"] + per_step["draft"])}
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -69,7 +100,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"{r['temperature']:g}", f"{r['actual_visual_tokens']:,}", r["method"]]
-        cells += [fmt.format(r[key]) for key, _, fmt in COLUMNS]
+        cells += ["-" if r[key] is None else fmt.format(r[key]) for key, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
