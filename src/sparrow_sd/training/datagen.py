@@ -32,7 +32,8 @@ import torch
 
 from ..errors import InvalidInputError
 from ..generate import SpeculativeGenerator
-from ..targets import TargetAdapter, TargetSession, wrap_target
+from ..targets import TargetAdapter, TargetPrefill, TargetSession, TargetVerify, wrap_target
+from ..tree import DraftTree
 from .records import make_record
 from .shards import (  # check_data_shards and data_info are also read from here
     FORMAT,
@@ -133,21 +134,43 @@ def settings_differences(old: dict, new: dict) -> list[str]:
 
 
 def distil(generator: SpeculativeGenerator, sample: Sample, cfg: DatagenConfig, ivsb_layer: int) -> dict:
-    """The target's response to one sample and the record of its states."""
-    result = generator.generate(sample.inputs, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                top_p=cfg.top_p, seed=cfg.seed)
+    """The target's response to one sample and the record of its states, from one prefill.
+
+    The prompt's states come from the prefill that the response is decoded from;
+    the response's from one causal pass over it on the rewound cache: the states a
+    draft reads at inference, where the prompt's come from the prefill and the
+    generated tokens' from verification. (A second forward over prompt + response
+    would cost another prefill, most of a long video's time.)
+    """
     target = generator.target
-    prompt = dict(sample.inputs)
-    length = prompt["input_ids"].shape[1]
-    response = torch.tensor([result.tokens], dtype=prompt["input_ids"].dtype)
-    full = dict(prompt)
-    full["input_ids"] = torch.cat([prompt["input_ids"], response], dim=1)
-    for key in ("attention_mask", "mm_token_type_ids"):
-        if key in prompt and prompt[key] is not None:
-            full[key] = torch.cat([prompt[key], torch.full_like(response, 1 if key == "attention_mask" else 0)], dim=1)
-    aux = tuple(cfg.aux_layers or ())
-    with TargetSession(target, full, room=1, capture_layers=sorted({ivsb_layer, *aux})) as session:
-        return make_record(session.prefill, length, ivsb_layer, cfg.glimpse_tokens, cfg.visual, aux)
+    layers = sorted({ivsb_layer, *(cfg.aux_layers or ())})
+    with torch.inference_mode(), TargetSession(target, sample.inputs, room=cfg.max_new_tokens + 1, capture_layers=layers) as session:
+        result = generator.decode(session, cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                  seed=cfg.seed)
+        session.rewind()
+        chain = DraftTree(torch.tensor(result.tokens, device=target.device),
+                          torch.arange(-1, len(result.tokens) - 1, device=target.device))
+        response = session.verify(chain.tokens, chain.mask, chain.depths, layers)
+        full = _appended(session.prefill, chain.tokens, response,
+                         target.model.get_input_embeddings()(chain.tokens))
+        return make_record(full, session.prompt_length, ivsb_layer, cfg.glimpse_tokens, cfg.visual,
+                           tuple(cfg.aux_layers or ()))
+
+
+def _appended(prompt: TargetPrefill, tokens: torch.Tensor, states: TargetVerify,
+              embeds: torch.Tensor) -> TargetPrefill:
+    """The prompt's prefill followed by the response's states: the view of prompt + response."""
+    def cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a, b.to(device=a.device, dtype=a.dtype)])
+
+    return TargetPrefill(
+        input_ids=cat(prompt.input_ids, tokens),
+        visual_mask=cat(prompt.visual_mask, torch.zeros(len(tokens), dtype=torch.bool)),
+        input_embeds=cat(prompt.input_embeds, embeds),
+        hidden=cat(prompt.hidden, states.hidden),
+        layer_hidden={layer: cat(h, states.layer_hidden[layer]) for layer, h in prompt.layer_hidden.items()},
+        video_token_id=prompt.video_token_id,
+    )
 
 
 def datagen_info(target: TargetAdapter, cfg: DatagenConfig) -> dict:
