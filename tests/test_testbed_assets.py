@@ -123,10 +123,14 @@ def test_processor_resizes_and_refuses_bad_frames(real):
 def test_real_testbed_generate_matches_the_engine(real):
     from sparrow_sd.generate import SpeculativeGenerator
 
+    from sparrow_sd.testbed.config import REPETITION_PENALTY
+
     model, processor = real
+    # the testbed's own generation config: greedy with a repetition penalty, which the engine reads too
+    assert (model.generation_config.do_sample, model.generation_config.repetition_penalty) == (False, REPETITION_PENALTY)
     inputs = processor(processor.config.describe_prompt, make_clip(100_002, num_frames=1).frames)
-    ref = model.generate(**inputs, max_new_tokens=6, do_sample=False)[0, inputs["input_ids"].shape[1]:].tolist()
-    assert SpeculativeGenerator(model).generate(inputs, max_new_tokens=6).tokens == ref
+    ref = model.generate(**inputs, max_new_tokens=12)[0, inputs["input_ids"].shape[1]:].tolist()
+    assert SpeculativeGenerator(model).generate(inputs, max_new_tokens=12).tokens == ref
 
 
 def test_a_lora_for_other_shapes_is_refused(real, tmp_path):

@@ -155,6 +155,7 @@ def _run_eval(weights, args: argparse.Namespace, evaluation, update_manifest: bo
     result = {
         "weights": str(COMMITTED_WEIGHTS if weights == COMMITTED else weights),
         "dtype": dtype_name,
+        "generation": {"do_sample": False, "repetition_penalty": model.generation_config.repetition_penalty},
         "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
         "date": time.strftime("%Y-%m-%d"),
         "all_bars_met": met,

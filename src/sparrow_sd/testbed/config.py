@@ -39,6 +39,12 @@ IMAGE_PAD = "<|image_pad|>"
 SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."  # Qwen2.5 Instruct default
 DESCRIBE_PROMPT = "Describe this video in detail."
 UNCHANGED_FRAMES = ("repeat", "filler")
+REPETITION_PENALTY = 1.1
+"""The testbed's generation config: greedy with this repetition penalty (Hugging Face's
+``repetition_penalty``, which the engine reproduces exactly). Qwen's 0.5B instruct releases
+ship 1.1 in their generation config; the GGUF carries none. Measured on v2.3 (docs/testbed.md):
+without it, greedy descriptions of some 3k-token clips looped on one sentence to the token
+limit; with 1.1 they end. A generation setting, not a trained one: any LoRA loads with it."""
 
 
 

@@ -18,7 +18,7 @@ from transformers import LlavaOnevisionForConditionalGeneration
 from transformers.initialization import no_init_weights
 
 from ..errors import AssetError
-from .config import IMAGE_PAD, VIDEO_PAD, TestbedConfig
+from .config import IMAGE_PAD, REPETITION_PENALTY, VIDEO_PAD, TestbedConfig
 from .language import LanguageWeights, load_language_weights
 from .model import SceneEncoder, attach_scene_reader, testbed_hf_config, zero_unused_vision
 from .processor import TestbedProcessor
@@ -31,7 +31,7 @@ COMMITTED = "committed"
 
 def build_testbed_model(language: LanguageWeights, config: TestbedConfig,
                         dtype: torch.dtype = torch.float32) -> LlavaOnevisionForConditionalGeneration:
-    """The untrained testbed (eval mode, greedy): Qwen2.5-Coder inside LLaVA-OneVision, scene reader attached."""
+    """The untrained testbed (eval mode, greedy with REPETITION_PENALTY): Qwen2.5-Coder inside LLaVA-OneVision, scene reader attached."""
     tokenizer = language.tokenizer
     video_id, image_id = tokenizer.convert_tokens_to_ids([VIDEO_PAD, IMAGE_PAD])
     hf_config = testbed_hf_config(language.config.to_dict(), config.image_size, config.patch_size, image_id, video_id)
@@ -55,6 +55,7 @@ def build_testbed_model(language: LanguageWeights, config: TestbedConfig,
     gen = model.generation_config
     gen.do_sample, gen.eos_token_id, gen.pad_token_id = False, tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
     gen.temperature = gen.top_p = gen.top_k = None
+    gen.repetition_penalty = REPETITION_PENALTY
     return model.to(dtype).eval()
 
 
