@@ -149,3 +149,18 @@ def test_a_checkpoint_of_another_testbed_config_is_refused(tmp_path):
     with pytest.raises(InvalidInputError, match="another testbed config"):
         train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=tmp_path / "ck.pt",
                    log=lambda s: None)
+
+
+def test_later_stages_continue_in_order_and_a_skipped_one_ends_the_chain():
+    """A stage only continues the one before it, so each checkpoint has one lineage."""
+    from sparrow_sd.testbed.build import CHECKPOINTS, stage_chain
+    from sparrow_sd.testbed.training import LONG_STAGE, LONGEST_STAGE
+
+    base = dataclasses.replace(TINY, rank=4)
+    chain = stage_chain(base, [LONG_STAGE, LONGEST_STAGE])
+    assert [c.frames for c in chain] == [base.frames, LONG_STAGE.frames, LONGEST_STAGE.frames]
+    assert all((c.rank, c.first_layer, c.targets) == (4, base.first_layer, base.targets) for c in chain)
+    assert len(stage_chain(base, [None, LONGEST_STAGE])) == 1 and len(stage_chain(base, [LONG_STAGE, None])) == 2
+    assert max(LONGEST_STAGE.frames) * 196 + 1 >= 25_000 > max(LONG_STAGE.frames) * 196 + 1
+    with pytest.raises(ValueError, match="stages"):
+        stage_chain(base, [LONG_STAGE] * len(CHECKPOINTS))

@@ -1,7 +1,7 @@
 """``sparrow testbed build`` and ``sparrow testbed eval``: the testbed target's LoRA, trained and measured.
 
 The recipe is :mod:`sparrow_sd.testbed.training` (``TrainConfig``, the base
-stage, and ``LONG_STAGE``, the long-clip stage after it), the run is
+stage, then ``LONG_STAGE`` and ``LONGEST_STAGE``, the long-clip stages after it), the run is
 :func:`sparrow_sd.testbed.build.build_testbed` and the evaluation
 :mod:`sparrow_sd.testbed.evaluate`; every default here is theirs.
 """
@@ -38,18 +38,20 @@ def _frames_and_tokens(recipe) -> tuple[str, str]:
 
 
 def _add_build(testbed_sub) -> None:
-    from ..testbed.training import LONG_STAGE, TrainConfig
+    from ..testbed.training import LONG_STAGE, LONGEST_STAGE, TrainConfig
 
     recipe = TrainConfig()
     base_frames, base_tokens = _frames_and_tokens(recipe)
     long_frames, long_tokens = _frames_and_tokens(LONG_STAGE)
+    longest_frames, longest_tokens = _frames_and_tokens(LONGEST_STAGE)
     build = testbed_sub.add_parser(
         "build",
         help="train the description LoRA from a fixed seed, then evaluate",
         description="Reproduces the committed testbed weights: a LoRA on the upper layers of the language model "
-                    f"trained to describe SynthVideo clips read through the scene reader, in two stages: "
-                    f"{base_frames} frames ({base_tokens} visual tokens), then --long-steps more steps on "
-                    f"{long_frames} frames ({long_tokens} tokens, and long blank videos) continuing the first. "
+                    f"trained to describe SynthVideo clips read through the scene reader, in three stages, each "
+                    f"continuing the one before: {base_frames} frames ({base_tokens} visual tokens), then "
+                    f"--long-steps on {long_frames} frames ({long_tokens} tokens, and long blank videos), then "
+                    f"--longest-steps on {longest_frames} frames ({longest_tokens}). "
                     "Resumable: the checkpoints and log live in --work (default assets/testbed-build/, "
                     "meant to be committed while a build spans sessions); Ctrl-C saves and stops.",
     )
@@ -60,7 +62,9 @@ def _add_build(testbed_sub) -> None:
     build.add_argument("--seed", type=int, default=recipe.seed, help="training seed")
     build.add_argument("--steps", type=POSITIVE, default=recipe.steps, help="training steps (one clip each)")
     build.add_argument("--long-steps", type=NON_NEGATIVE, default=LONG_STAGE.steps,
-                       help=f"steps of the long-clip stage ({long_frames} frames); 0 skips it")
+                       help=f"steps of the long-clip stage ({long_frames} frames); 0 skips it and the longest stage")
+    build.add_argument("--longest-steps", type=NON_NEGATIVE, default=LONGEST_STAGE.steps,
+                       help=f"steps of the longest-clip stage ({longest_frames} frames); 0 skips it")
     build.add_argument("--lora-rank", type=POSITIVE, default=recipe.rank, help="rank of the language model's LoRA")
     build.add_argument("--lr", type=POSITIVE_FLOAT, default=recipe.lr, help="peak learning rate")
     build.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
@@ -111,7 +115,7 @@ def _eval_config(args: argparse.Namespace):
 
 def run_build(args: argparse.Namespace) -> int:
     from ..testbed.build import build_testbed
-    from ..testbed.training import LONG_STAGE, TrainConfig
+    from ..testbed.training import LONG_STAGE, LONGEST_STAGE, TrainConfig
 
     evaluation = None if args.no_eval else _eval_config(args)
     flags.writable(args.out, "--out", kind="file")
@@ -119,9 +123,10 @@ def run_build(args: argparse.Namespace) -> int:
         flags.writable(args.work, "--work")
     flags.set_threads(args.threads)
     cfg = TrainConfig(seed=args.seed, steps=args.steps, rank=args.lora_rank, lr=args.lr)
-    long = dataclasses.replace(LONG_STAGE, steps=args.long_steps) if args.long_steps else None
+    later = [dataclasses.replace(stage, steps=steps) if steps else None
+             for stage, steps in ((LONG_STAGE, args.long_steps), (LONGEST_STAGE, args.longest_steps))]
     if not build_testbed(args.out, cfg, work=args.work, language=args.language, command=flags.command_line(args),
-                         long=long):
+                         later=later):
         print("build stopped; rerun the same command to resume from its checkpoint", file=sys.stderr)
         return 130
     if evaluation is None:

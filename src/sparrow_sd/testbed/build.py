@@ -20,7 +20,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -28,12 +28,12 @@ import torch
 from .assets import REPO_ROOT
 from .config import TestbedConfig
 from .loader import load_testbed
-from .training import LONG_STAGE, TrainConfig, thread_count, train_lora
+from .training import LONG_STAGE, LONGEST_STAGE, TrainConfig, thread_count, train_lora
 from .weights_io import save_lora
 
 DEFAULT_WORK = REPO_ROOT / "assets" / "testbed-build"
-CHECKPOINTS = ("checkpoint.pt", "checkpoint-long.pt")
-"""One resumable checkpoint per stage (base, long), in the ``--work`` folder."""
+CHECKPOINTS = ("checkpoint.pt", "checkpoint-long.pt", "checkpoint-longest.pt")
+"""One resumable checkpoint per stage (base, long, longest), in the ``--work`` folder."""
 
 
 def _logger(path: Path) -> Callable[[str], None]:
@@ -84,24 +84,36 @@ class _StopFlag:
         return self.raised
 
 
+def stage_chain(train: TrainConfig, later: Sequence[TrainConfig | None]) -> list[TrainConfig]:
+    """The recipes a build runs: ``train``, then ``later`` up to its first None, each given the
+    base recipe's LoRA shape (a later stage trains the same LoRA)."""
+    if len(later) > len(CHECKPOINTS) - 1:
+        raise ValueError(f"at most {len(CHECKPOINTS) - 1} stages after the base one")
+    stages = [train]
+    for stage in later:
+        if stage is None:
+            break
+        stages.append(dataclasses.replace(stage, rank=train.rank, alpha=train.alpha, targets=train.targets,
+                                          first_layer=train.first_layer))
+    return stages
+
+
 def build_testbed(out: str | Path, train: TrainConfig, config: TestbedConfig | None = None,
                   work: str | Path | None = None, language: str | None = None,
-                  command: str | None = None, long: TrainConfig | None = LONG_STAGE) -> bool:
+                  command: str | None = None,
+                  later: Sequence[TrainConfig | None] = (LONG_STAGE, LONGEST_STAGE)) -> bool:
     """Train (or resume) and write ``out``; True when training finished, False when it was stopped.
 
-    Two stages: ``train`` (the base recipe, 1k-8k tokens) then ``long``
-    (continued on 8k-13k-token clips; ``None`` skips it). Each stage resumes
-    from its own checkpoint, so a finished stage costs nothing on a rerun.
+    Stages: ``train`` (the base recipe, 1k-8k tokens), then each of ``later`` in
+    order (the long stage at 9k-19k, the longest at 22k-25k), each continuing the
+    LoRA of the stage before. A None in ``later`` ends the chain there: a stage
+    only ever continues the one before it, so its checkpoint has one lineage. Each
+    stage resumes from its own checkpoint, so a finished stage costs nothing on a rerun.
     """
     out = Path(out)
     work = Path(work) if work is not None else DEFAULT_WORK
     config = config or TestbedConfig()
-    stages = [train] if long is None else [train, long]
-    if long is not None and (long.rank, long.alpha, long.targets, long.first_layer) != (
-            train.rank, train.alpha, train.targets, train.first_layer):
-        long = dataclasses.replace(long, rank=train.rank, alpha=train.alpha, targets=train.targets,
-                                   first_layer=train.first_layer)
-        stages[1] = long
+    stages = stage_chain(train, later)
     log = _logger(work / "build.log")
     torch.manual_seed(train.seed)
     torch.set_num_threads(thread_count())

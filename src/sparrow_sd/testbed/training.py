@@ -100,6 +100,18 @@ base LoRA; activations are recomputed in the backward pass so 19k tokens fit
 in memory."""
 
 
+LONGEST_STAGE = TrainConfig(
+    steps=6, lr=1e-4, warmup=0, frames=(112, 128), frame_weights=(1, 2), blank_prob=0.2, seed=11,
+    checkpoint_activations=True,
+)
+"""The third stage: the long-stage LoRA continued at 22k-25k tokens, the benchmark's longest length.
+
+After the long stage (v2.3, docs/testbed.md) descriptions held at 13k and came apart at
+25k (invented objects, a 36-token answer ending in stray characters), beyond the 19k the
+LoRA had seen. A 128-frame step costs over 10 minutes here: the stage spans sessions on
+its committed checkpoint."""
+
+
 @dataclass
 class Example:
     """One training sequence: prompt (video placeholders included), answer ids, the video's pixels."""
