@@ -45,3 +45,18 @@ def test_drafts_build_trains_every_draft_on_one_dataset_and_resumes(tmp_path, ca
     assert main(args) == 0  # everything done: nothing is retrained
     assert "already trained" in capsys.readouterr().out
     assert before == {n: (tmp_path / n / "model.safetensors").stat().st_mtime_ns for n in SUITE}
+
+
+def test_suite_data_asks_for_the_description_unless_told_otherwise():
+    """The benchmark and the demo ask for the detailed description, so the suite's data does too."""
+    from sparrow_sd.training.sources import synth_samples
+    from sparrow_sd.training.suite import SuiteConfig
+
+    def questions(share):
+        asked = []
+        list(synth_samples(lambda q, frames: asked.append(q) or {}, 40, frames=(4,), describe_prob=share))
+        return asked
+
+    assert SuiteConfig().describe_share == 1.0
+    assert set(questions(SuiteConfig().describe_share)) == {"Describe this video in detail."}
+    assert len(set(questions(0.5))) > 1

@@ -47,12 +47,16 @@ SUITE: dict[str, tuple[dict, str]] = {
 
 @dataclass(frozen=True)
 class SuiteConfig:
-    """The shared data of a suite build."""
+    """The shared data of a suite build.
+
+    ``describe_share``: the share of prompts that ask for the detailed description (what
+    the benchmark and the demo ask); the rest ask one of the clip's questions."""
 
     count: int = 400
     frames: tuple[int, ...] = (6, 8, 12, 16)
     max_new_tokens: int = 256
     seed: int = 0
+    describe_share: float = 1.0
 
 
 def suite_configs(base: DraftTrainConfig, names: Sequence[str] | None = None) -> dict[str, DraftTrainConfig]:
@@ -73,7 +77,8 @@ def build_suite(model, make_inputs: Callable, out: str | Path, suite: SuiteConfi
     out = Path(out)
     data_dir = out / "data"
     started = time.time()
-    samples = synth_samples(make_inputs, suite.count, frames=suite.frames, seed=suite.seed)
+    samples = synth_samples(make_inputs, suite.count, frames=suite.frames, seed=suite.seed,
+                            describe_prob=suite.describe_share)
     aux = default_aux_layers(model.config.get_text_config().num_hidden_layers)
     run_datagen(model, samples, data_dir, DatagenConfig(max_new_tokens=suite.max_new_tokens, visual="full",
                                                         seed=suite.seed, aux_layers=aux), total=suite.count, log=log)
