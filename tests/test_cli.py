@@ -1,6 +1,7 @@
 """The command line: every bad input is one line on stderr and exit code 2; a real mp4 end to end."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,6 +199,22 @@ def test_demo_without_committed_assets_says_so_and_runs_the_tiny_demo(capsys, mo
     assert main(["demo", "--frames", "8", "--max-new-tokens", "8"]) == 0
     out = capsys.readouterr().out
     assert "not committed yet: running the tiny random demo instead" in out and "all outputs identical" in out
+
+
+def test_committed_drafts_live_beside_the_testbed_weights_where_the_package_ships_them():
+    """`sparrow demo` looks for the packed draft where pyproject's package-data includes it."""
+    import tomllib
+
+    from sparrow_sd.commands.demos import COMMITTED_DRAFTS, committed_draft
+    from sparrow_sd.errors import AssetError
+
+    assert COMMITTED_DRAFTS == COMMITTED_WEIGHTS.parent.parent / "drafts"
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["sparrow_sd.testbed"]
+    assert "drafts/*/*.safetensors" in shipped and "drafts/*/*.json" in shipped
+    if not (COMMITTED_DRAFTS / "no-such-draft").exists():
+        with pytest.raises(AssetError, match="sparrow drafts build"):
+            committed_draft("no-such-draft")
 
 
 def test_drafts_tau_prints_the_acceptance_table_and_checks_every_decode(tmp_path, capsys):

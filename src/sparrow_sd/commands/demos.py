@@ -34,7 +34,8 @@ from ..testing import build_tiny_model, make_video_inputs
 from ..testing.drafts import tiny_draft
 from ..testing.oracle import OracleProposer
 
-COMMITTED_DRAFTS = Path(__file__).parent / "testbed" / "drafts"
+# beside the committed testbed weights (src/sparrow_sd/testbed/drafts/<name>), packed by `sparrow drafts pack`
+COMMITTED_DRAFTS = Path(__file__).resolve().parents[1] / "testbed" / "drafts"
 
 
 DEMO_CLIP_SEED = 400_000  # held out: testbed training uses 1,000,000+, draft data 2,000,000+
