@@ -287,7 +287,7 @@ def test_flag_defaults_are_the_dataclasses(capsys):
     from sparrow_sd.bench import SweepConfig
     from sparrow_sd.cli import build_parser
     from sparrow_sd.proposers import TreeConfig
-    from sparrow_sd.testbed.training import LONG_STAGE, LONGEST_STAGE, TrainConfig
+    from sparrow_sd.testbed.training import LONG_STAGE, TrainConfig
     from sparrow_sd.training.datagen import DatagenConfig
     from sparrow_sd.training.suite import SuiteConfig
 
@@ -309,7 +309,7 @@ def test_flag_defaults_are_the_dataclasses(capsys):
     build = defaults("testbed build")
     recipe = TrainConfig()
     assert (build["steps"], build["long_steps"], build["lr"]) == (recipe.steps, LONG_STAGE.steps, recipe.lr)
-    assert build["longest_steps"] == LONGEST_STAGE.steps
+    assert build["longest_steps"] == 0  # the third stage was tried (v2.4) and is off by default
 
 
 def test_testbed_build_passes_the_later_stages(tmp_path, monkeypatch, capsys):
@@ -325,10 +325,11 @@ def test_testbed_build_passes_the_later_stages(tmp_path, monkeypatch, capsys):
     base = ["testbed", "build", "--out", str(tmp_path / "lora.safetensors"), "--work", str(tmp_path / "work"),
             "--no-eval", "--threads", "1"]
     three = dataclasses.replace(LONG_STAGE, steps=3)
-    for extra, later in (([], [LONG_STAGE, LONGEST_STAGE]),
-                         (["--long-steps", "3"], [three, LONGEST_STAGE]),
-                         (["--long-steps", "3", "--longest-steps", "0"], [three, None]),
-                         (["--long-steps", "0"], [None, LONGEST_STAGE])):
+    for extra, later in (([], [LONG_STAGE, None]),
+                         (["--longest-steps", "6"], [LONG_STAGE, LONGEST_STAGE]),
+                         (["--long-steps", "3", "--longest-steps", "6"], [three, LONGEST_STAGE]),
+                         (["--long-steps", "3"], [three, None]),
+                         (["--long-steps", "0", "--longest-steps", "6"], [None, LONGEST_STAGE])):
         assert main(base + extra) == 0
         train, kw = calls.pop()
         assert kw["later"] == later and kw["command"] == "sparrow " + shlex.join(base + extra)

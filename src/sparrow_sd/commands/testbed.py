@@ -1,7 +1,7 @@
 """``sparrow testbed build`` and ``sparrow testbed eval``: the testbed target's LoRA, trained and measured.
 
 The recipe is :mod:`sparrow_sd.testbed.training` (``TrainConfig``, the base
-stage, then ``LONG_STAGE`` and ``LONGEST_STAGE``, the long-clip stages after it), the run is
+stage, then ``LONG_STAGE``, the long-clip stage after it, and the optional ``LONGEST_STAGE``), the run is
 :func:`sparrow_sd.testbed.build.build_testbed` and the evaluation
 :mod:`sparrow_sd.testbed.evaluate`; every default here is theirs.
 """
@@ -48,10 +48,11 @@ def _add_build(testbed_sub) -> None:
         "build",
         help="train the description LoRA from a fixed seed, then evaluate",
         description="Reproduces the committed testbed weights: a LoRA on the upper layers of the language model "
-                    f"trained to describe SynthVideo clips read through the scene reader, in three stages, each "
+                    f"trained to describe SynthVideo clips read through the scene reader, in stages, each "
                     f"continuing the one before: {base_frames} frames ({base_tokens} visual tokens), then "
                     f"--long-steps on {long_frames} frames ({long_tokens} tokens, and long blank videos), then "
-                    f"--longest-steps on {longest_frames} frames ({longest_tokens}). "
+                    f"optionally --longest-steps on {longest_frames} frames ({longest_tokens}; off by default: tried in "
+                    "v2.4 and not adopted, see docs/testbed.md). "
                     "Resumable: the checkpoints and log live in --work (default assets/testbed-build/, "
                     "meant to be committed while a build spans sessions); Ctrl-C saves and stops.",
     )
@@ -63,8 +64,9 @@ def _add_build(testbed_sub) -> None:
     build.add_argument("--steps", type=POSITIVE, default=recipe.steps, help="training steps (one clip each)")
     build.add_argument("--long-steps", type=NON_NEGATIVE, default=LONG_STAGE.steps,
                        help=f"steps of the long-clip stage ({long_frames} frames); 0 skips it and the longest stage")
-    build.add_argument("--longest-steps", type=NON_NEGATIVE, default=LONGEST_STAGE.steps,
-                       help=f"steps of the longest-clip stage ({longest_frames} frames); 0 skips it")
+    build.add_argument("--longest-steps", type=NON_NEGATIVE, default=0,
+                       help=f"steps of the optional longest-clip stage ({longest_frames} frames; the recipe "
+                            f"tried is {LONGEST_STAGE.steps}); 0 skips it")
     build.add_argument("--lora-rank", type=POSITIVE, default=recipe.rank, help="rank of the language model's LoRA")
     build.add_argument("--lr", type=POSITIVE_FLOAT, default=recipe.lr, help="peak learning rate")
     build.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")

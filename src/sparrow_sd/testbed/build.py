@@ -28,7 +28,7 @@ import torch
 from .assets import REPO_ROOT
 from .config import TestbedConfig
 from .loader import load_testbed
-from .training import LONG_STAGE, LONGEST_STAGE, TrainConfig, thread_count, train_lora
+from .training import LONG_STAGE, TrainConfig, thread_count, train_lora
 from .weights_io import save_lora
 
 DEFAULT_WORK = REPO_ROOT / "assets" / "testbed-build"
@@ -101,11 +101,11 @@ def stage_chain(train: TrainConfig, later: Sequence[TrainConfig | None]) -> list
 def build_testbed(out: str | Path, train: TrainConfig, config: TestbedConfig | None = None,
                   work: str | Path | None = None, language: str | None = None,
                   command: str | None = None,
-                  later: Sequence[TrainConfig | None] = (LONG_STAGE, LONGEST_STAGE)) -> bool:
+                  later: Sequence[TrainConfig | None] = (LONG_STAGE,)) -> bool:
     """Train (or resume) and write ``out``; True when training finished, False when it was stopped.
 
     Stages: ``train`` (the base recipe, 1k-8k tokens), then each of ``later`` in
-    order (the long stage at 9k-19k, the longest at 22k-25k), each continuing the
+    order (the long stage at 9k-19k; optionally :data:`LONGEST_STAGE` at 22k-25k), each continuing the
     LoRA of the stage before. A None in ``later`` ends the chain there: a stage
     only ever continues the one before it, so its checkpoint has one lineage. Each
     stage resumes from its own checkpoint, so a finished stage costs nothing on a rerun.
