@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from statistics import mean, pstdev
 
 from ..generate import SpeculativeGenerator, prefill
+from ..progress import progress as progress_bar
 from ..proposers import DraftProposer, TreeConfig
 from ..targets import wrap_target
 from .sweep import LosslessnessError
@@ -46,14 +47,12 @@ def acceptance_table(model, drafts: dict, make_sample: Callable[[int, int], tupl
     ``model``: the target (or its adapter); ``drafts``: name -> :class:`~sparrow_sd.draft.Draft`;
     ``make_sample(length, clip)`` -> (inputs, actual visual tokens), as in :func:`~.sweep.run_sweep`.
     """
-    from tqdm.auto import tqdm
-
     target = wrap_target(model)
     plain_decoder = SpeculativeGenerator(target)
     decoders = {name: SpeculativeGenerator(target, DraftProposer(draft, tree)) for name, draft in drafts.items()}
     proposers = [decoder.proposer for decoder in decoders.values()]
     rows = {(name, n): AcceptanceRow(name, n) for n in lengths for name in drafts}
-    bar = tqdm(total=len(lengths) * clips * (len(drafts) + 1), desc="tau", unit="decode", disable=None if progress else True)
+    bar = progress_bar(len(lengths) * clips * (len(drafts) + 1), "tau", "decode", enabled=progress)
     for n in lengths:
         for clip in range(clips):
             inputs, actual = make_sample(n, clip)

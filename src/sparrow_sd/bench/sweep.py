@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from ..errors import SparrowError
+from ..progress import progress as progress_bar
 from .methods import Method, MethodRun, share_prefill
 
 
@@ -73,11 +74,9 @@ def run_sweep(methods: Sequence[Method], make_sample: Callable[[int, int], tuple
     """``make_sample(visual_tokens, clip_index) -> (inputs, actual visual tokens)``; the first
     method is the autoregressive reference. One target prefill per clip serves every method
     whose :meth:`~.methods.Method.prefill_needs` asks for one."""
-    from tqdm.auto import tqdm
-
     result = SweepResult(cfg, methods={m.name: m.settings() for m in methods})  # before at_length() changes trees
     total = len(cfg.visual_tokens) * cfg.clips * len(cfg.temperatures) * len(methods)
-    bar = tqdm(total=total, desc="bench", disable=None if progress else True, unit="run")  # None: on a terminal
+    bar = progress_bar(total, "bench", "run", enabled=progress)
     for tokens in cfg.visual_tokens:
         for method in methods:
             method.at_length(tokens)

@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tqdm import tqdm
 
 from ..generate import SpeculativeGenerator
+from ..progress import progress as progress_bar
 from ..synth import bounded_num_events, make_clip
 from ..targets import wrap_target
 from .metrics import distinct_4grams, event_recall, grounding, names_any_object, top_token_share
@@ -115,7 +115,8 @@ def evaluate_length(model, processor: TestbedProcessor, visual_tokens: int, clip
     size = processor.config.image_size
     began = time.perf_counter()
     scenes, texts, samples, token_lists, timings = [], [], [], [], []
-    for i in tqdm(range(clips), desc=f"{processor.num_video_tokens(frames)} visual tokens", leave=False, disable=None):
+    bar = progress_bar(clips, f"{processor.num_video_tokens(frames)} visual tokens", "clip", leave=False)
+    for i in range(clips):
         seed = config.seed_base + i
         clip = make_clip(seed, num_frames=frames, height=size, width=size,
                          num_events=bounded_num_events(frames, config.max_events))
@@ -128,6 +129,8 @@ def evaluate_length(model, processor: TestbedProcessor, visual_tokens: int, clip
         samples.append({"seed": seed, "tokens": len(tokens), "text": text,
                         "event_recall": event_recall(text, clip.scene), "grounding": grounding(text, clip.scene)})
         log(f"  clip {seed}: {len(tokens)} tokens: {text}")
+        bar.update(1)
+    bar.close()
     blank = processor.decode(describe(target, processor, blank_frames(frames, size, size), config.max_new_tokens).tokens)
     log(f"  blank video: {blank}")
     other = [grounding(texts[(i + 1) % clips], scenes[i]) for i in range(clips)]

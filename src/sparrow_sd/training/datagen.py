@@ -32,6 +32,7 @@ import torch
 
 from ..errors import InvalidInputError
 from ..generate import SpeculativeGenerator
+from ..progress import progress as progress_bar
 from ..targets import TargetAdapter, TargetPrefill, TargetSession, TargetVerify, wrap_target
 from ..tree import DraftTree
 from .records import make_record
@@ -266,8 +267,6 @@ def run_datagen(model, samples: Iterable[Sample], out_dir: str | Path, cfg: Data
     ``datagen-rank{rank}.json``, with what this run wrote and ``notes`` (the
     source's skipped items and warnings, filled in while the samples are read).
     """
-    from tqdm.auto import tqdm
-
     cfg = cfg or DatagenConfig()
     log = log or (lambda message: None)
     out_dir = Path(out_dir)
@@ -284,8 +283,7 @@ def run_datagen(model, samples: Iterable[Sample], out_dir: str | Path, cfg: Data
 
     writer = ShardWriter(out_dir, rank, cfg.shard_size, on_first_write=write_info)
     generator = SpeculativeGenerator(target, eos_token_ids=eos_token_ids)
-    bar = tqdm(total=total, desc=f"datagen rank {rank}", unit="sample",
-               disable=None if progress else True)  # None: shown on a terminal only
+    bar = progress_bar(total, f"datagen rank {rank}", "sample", enabled=progress)
     done = distil_rank(generator, samples, writer, check, cfg, info["settings"]["ivsb_layer"], rank, world, bar)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_info()

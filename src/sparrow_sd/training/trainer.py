@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..draft import DraftConfig, DraftContext, Draft, build_draft_context, load_draft, save_draft
 from ..errors import InvalidInputError
+from ..progress import progress as progress_bar
 from ..sampling import default_eos_ids
 from ..targets import TargetAdapter, wrap_target
 from .checkpoints import (
@@ -247,13 +248,11 @@ class TrainingRun:
     def train(self, train_ids: list[int], eval_ids: list[int], start_step: int, progress: bool) -> int:
         """Every epoch over this process's share of ``train_ids``; returns the steps taken (resumed ones
         included). On SIGINT / SIGTERM: a checkpoint, then :class:`TrainingInterrupted`."""
-        from tqdm.auto import tqdm
-
         acc = self.accelerator
         mine = train_ids[acc.process_index :: acc.num_processes]
         total = self.cfg.epochs * len(mine)
-        bar = tqdm(total=total, initial=start_step, desc="train draft",  # disable=None: shown on a terminal only
-                   disable=None if progress and acc.is_main_process else True)
+        bar = progress_bar(total, "train draft", "step", initial=start_step,
+                           enabled=progress and acc.is_main_process)
         if start_step and hasattr(acc, "step"):
             acc.step = start_step  # gradient accumulation keeps its boundaries across a resume
         self.started = time.time()
