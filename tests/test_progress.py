@@ -2,7 +2,7 @@
 
 import io
 
-from sparrow_sd.progress import LineProgress, progress
+from sparrow_sd.progress import LineProgress, count_done_before, progress
 
 
 class Clock:
@@ -67,3 +67,12 @@ def test_progress_off_a_terminal_writes_lines_and_disabled_writes_nothing():
     silent.update()
     silent.close()
     assert quiet.getvalue() == ""
+
+
+def test_work_found_done_on_a_resume_counts_but_does_not_speed_up_the_rate():
+    clock, out = Clock(), io.StringIO()
+    bar = LineProgress(160, "datagen rank 0", "sample", every_s=60, stream=out, clock=clock)
+    count_done_before(bar, 42)  # a resume skipping what the last run wrote
+    clock.now = 66
+    bar.update(3)
+    assert out.getvalue() == "datagen rank 0: 45/160 sample (1:06, 22.0 s/sample, 42:10 left)\n"

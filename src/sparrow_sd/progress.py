@@ -40,6 +40,12 @@ class LineProgress:
         if self.clock() - self.last_written >= self.every_s:
             self._write()
 
+    def done_before(self, n: int = 1) -> None:
+        """Count ``n`` items a resumed run finds already done: they advance the count, not the rate."""
+        self.n += n
+        self.initial += n
+        self.written_n += n
+
     def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
         self.postfix = text
 
@@ -93,3 +99,12 @@ def _in_notebook() -> bool:
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
     return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def count_done_before(bar, n: int = 1) -> None:
+    """Advance ``bar`` by ``n`` items found already done (a resume): a :class:`LineProgress` keeps them out of
+    its rate and time left; tqdm just counts them."""
+    if isinstance(bar, LineProgress):
+        bar.done_before(n)
+    else:
+        bar.update(n)

@@ -32,7 +32,7 @@ import torch
 
 from ..errors import InvalidInputError
 from ..generate import SpeculativeGenerator
-from ..progress import progress as progress_bar
+from ..progress import count_done_before, progress as progress_bar
 from ..targets import TargetAdapter, TargetPrefill, TargetSession, TargetVerify, wrap_target
 from ..tree import DraftTree
 from .records import make_record
@@ -226,12 +226,13 @@ def distil_rank(generator: SpeculativeGenerator, samples: Iterable[Sample], writ
             seen.add(sample.id)
             if index % world != rank:
                 continue
-            bar.update(1)
             if sample.id in check.done:
                 progress.skipped += 1
+                count_done_before(bar)
                 continue
             writer.add(sample.id, distil(generator, sample, cfg, ivsb_layer))
             progress.written += 1
+            bar.update(1)
             if sample.id in lost:
                 progress.regenerated.append(sample.id)
     finally:
