@@ -69,6 +69,20 @@ def test_quick_sweep_fills_every_field_and_writes_the_files(tmp_path):
     assert sparrow[0]["draft_cache_mb"] == sparrow[1]["draft_cache_mb"]
 
 
+def test_sampling_rows_run_only_at_the_lengths_asked(tmp_path):
+    """`--sample-at`: greedy at every length, the sampling temperature only where asked (the 25k T=1 row)."""
+    model = tiny_model(ARCH)
+    methods = [Autoregressive(model), DraftMethod(model, tiny_draft(model, "none"), TreeConfig(2, 1, 2), "sparrow")]
+    cfg = SweepConfig(visual_tokens=(40, 120), clips=1, max_new_tokens=6, temperatures=(0.0, 1.0),
+                      sample_lengths=(120,))
+    result = run_sweep(methods, make_sample(model), cfg, progress=False)
+    runs = sorted({(s.visual_tokens, s.temperature) for s in result.samples})
+    assert runs == [(40, 0.0), (120, 0.0), (120, 1.0)] and len(result.samples) == 3 * 2
+    check_lossless(result)
+    data = json.loads(write_reports(result, tmp_path)["json"].read_text())
+    assert sorted({(r["visual_tokens"], r["temperature"]) for r in data["summary"]}) == runs
+
+
 def test_the_step_split_accounts_for_the_decode_time():
     """draft + verify + commit + other is the decode time; plain decoding spends almost nothing drafting."""
     from sparrow_sd import SpeculativeGenerator

@@ -31,6 +31,12 @@ class SweepConfig:
     max_new_tokens: int = 200
     temperatures: tuple[float, ...] = (0.0,)
     seed: int = 0
+    sample_lengths: tuple[int, ...] | None = None  # sampling temperatures only at these lengths (None: at all)
+
+    def temperatures_at(self, visual_tokens: int) -> tuple[float, ...]:
+        """The temperatures run at one length: greedy everywhere, sampling where ``sample_lengths`` allows."""
+        allowed = self.sample_lengths is None or visual_tokens in self.sample_lengths
+        return tuple(t for t in self.temperatures if t == 0 or allowed)
 
 
 @dataclass
@@ -75,7 +81,7 @@ def run_sweep(methods: Sequence[Method], make_sample: Callable[[int, int], tuple
     method is the autoregressive reference. One target prefill per clip serves every method
     whose :meth:`~.methods.Method.prefill_needs` asks for one."""
     result = SweepResult(cfg, methods={m.name: m.settings() for m in methods})  # before at_length() changes trees
-    total = len(cfg.visual_tokens) * cfg.clips * len(cfg.temperatures) * len(methods)
+    total = sum(len(cfg.temperatures_at(n)) for n in cfg.visual_tokens) * cfg.clips * len(methods)
     bar = progress_bar(total, "bench", "run", enabled=progress)
     for tokens in cfg.visual_tokens:
         for method in methods:
@@ -85,7 +91,7 @@ def run_sweep(methods: Sequence[Method], make_sample: Callable[[int, int], tuple
             bar.set_postfix_str(f"{tokens} visual tokens, clip {clip}, prefill")
             prefills = share_prefill([m.prefill_needs() for m in methods], inputs, cfg.max_new_tokens)
             try:
-                for temperature in cfg.temperatures:
+                for temperature in cfg.temperatures_at(tokens):
                     reference = None
                     for method, prefill in zip(methods, prefills):
                         bar.set_postfix_str(f"{tokens} visual tokens, clip {clip}, {method.name}")

@@ -98,6 +98,11 @@ def check_sweep(sweep: SweepConfig) -> None:
         raise InvalidInputError(f"--visual-tokens must be positive lengths, got {list(sweep.visual_tokens)}")
     if sweep.max_new_tokens < 1:
         raise InvalidInputError(f"--max-new-tokens must be at least 1, got {sweep.max_new_tokens}")
+    if sweep.sample_lengths is not None:
+        if stray := sorted(set(sweep.sample_lengths) - set(sweep.visual_tokens)):
+            raise InvalidInputError(f"--sample-at {stray} is not among --visual-tokens {list(sweep.visual_tokens)}")
+        if not any(t > 0 for t in sweep.temperatures):
+            raise InvalidInputError("--sample-at needs a sampling temperature in --temperatures (e.g. 0 1)")
 
 
 def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
@@ -223,6 +228,9 @@ def add_parser(sub, name: str, help: str) -> None:
     bench.add_argument("--max-new-tokens", type=POSITIVE, default=sweep.max_new_tokens, help="tokens decoded per clip")
     bench.add_argument("--temperatures", type=NON_NEGATIVE_FLOAT, nargs="+", default=list(sweep.temperatures),
                        help="sampling temperatures (0: greedy)")
+    bench.add_argument("--sample-at", type=POSITIVE, nargs="+", default=None, metavar="VISUAL_TOKENS",
+                       help="run the sampling temperatures only at these of --visual-tokens (default: at every "
+                            "length); greedy runs at all")
     bench.add_argument("--quick", action="store_true", help="1k and 3k tokens, one clip, 64 new tokens")
     bench.add_argument("--no-prompt-lookup", action="store_true", help="leave out HF prompt lookup decoding")
     bench.add_argument("--tune-tree", action="store_true",
@@ -240,7 +248,8 @@ def run(args) -> int:
 
     sweep = QUICK if args.quick else SweepConfig(
         visual_tokens=tuple(args.visual_tokens), clips=args.clips, max_new_tokens=args.max_new_tokens,
-        temperatures=tuple(args.temperatures))
+        temperatures=tuple(args.temperatures),
+        sample_lengths=tuple(args.sample_at) if args.sample_at else None)
     check_sweep(sweep)
     drafts = parse_drafts(args.draft)
     flags.check_draft_folders(drafts)
