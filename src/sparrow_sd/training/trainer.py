@@ -69,7 +69,10 @@ class DraftTrainConfig:
     epochs: int = 2
     lr: float = 5e-4
     warmup: int = 50
-    grad_accum: int = 4
+    # 1: an update per sample. Measured on testbed v2's 160-clip suite data (4 epochs, 608 samples seen), the
+    # Sparrow draft's held-out agreement per MTP level was 0.774/0.675/0.675 with 1 against 0.731/0.634/0.632
+    # with 4, for the same compute: on data this small the number of updates is what limits.
+    grad_accum: int = 1
     mixed_precision: str = "no"  # accelerate's: no, bf16, fp16
     eval_fraction: float = 0.05
     eval_every: int = 200
