@@ -60,3 +60,22 @@ def test_suite_data_asks_for_the_description_unless_told_otherwise():
     assert SuiteConfig().describe_share == 1.0
     assert set(questions(SuiteConfig().describe_share)) == {"Describe this video in detail."}
     assert len(set(questions(0.5))) > 1
+
+
+def test_an_interrupted_suite_build_says_to_rerun_the_same_command(tmp_path, capsys, monkeypatch):
+    """`drafts build` resumes by itself: its hint is not `sparrow train`'s "plus --resume"."""
+    import signal
+
+    import sparrow_sd.training.suite as suite
+    from sparrow_sd.training.checkpoints import TrainingInterrupted
+
+    def stopped(model, data_dir, folder, cfg, **kwargs):
+        raise TrainingInterrupted(3, 12, folder / "checkpoint", signal.SIGTERM)
+
+    monkeypatch.setattr(suite, "train_draft", stopped)
+    code = main(["drafts", "build", "--model", "tiny:qwen2_vl", "--out", str(tmp_path), "--count", "2",
+                 "--frames", "2", "--max-new-tokens", "4", "--only", "text-only"])
+    err = capsys.readouterr().err.splitlines()  # datagen's progress line, then the one-line stop
+    assert code == 143 and err[-1].startswith("sparrow: training interrupted (SIGTERM)"), err
+    assert "checkpoint at step 3 of 12" in err[-1] and "rerun the same command to resume" in err[-1]
+    assert not any("--resume" in line for line in err)

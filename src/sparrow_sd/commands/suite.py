@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, RunInterrupted
 from . import flags
 from .flags import POSITIVE, RESUMABLE
 
@@ -92,6 +93,7 @@ def _add_pack(drafts_sub) -> None:
 def run_build(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from ..training.checkpoints import TrainingInterrupted
     from ..training.trainer import DraftTrainConfig
     from .train import train_settings
 
@@ -109,7 +111,12 @@ def run_build(args: argparse.Namespace) -> int:
     flags.set_threads(args.threads)
     model, make_inputs = flags.load_target(args)
     suite = SuiteConfig(count=args.count, frames=frames, max_new_tokens=args.max_new_tokens, seed=args.seed)
-    build_suite(model, make_inputs, args.out, suite, base, names, command=flags.command_line(args))
+    try:
+        build_suite(model, make_inputs, args.out, suite, base, names, command=flags.command_line(args))
+    except TrainingInterrupted as stop:  # its own hint ("plus --resume") is `sparrow train`'s
+        raise RunInterrupted(f"training interrupted ({signal.Signals(stop.signum).name}): {stop.where}; rerun the same "
+                             "command to resume: finished drafts are kept and this one continues",
+                             exit_code=stop.exit_code) from None
     return 0
 
 

@@ -113,8 +113,6 @@ def run(args: argparse.Namespace) -> int:
         train_draft(model, args.data, args.out, cfg, resume=args.resume)
     except TrainingInterrupted as stop:
         again = list(args.argv) + ([] if "--resume" in args.argv else ["--resume"])
-        where = f"checkpoint at step {stop.step} of {stop.total} saved to {stop.checkpoint}" if stop.checkpoint else \
-            f"stopped at step {stop.step} of {stop.total}, no checkpoint written"
-        raise RunInterrupted(f"training interrupted ({signal.Signals(stop.signum).name}): {where}; resume with: "
+        raise RunInterrupted(f"training interrupted ({signal.Signals(stop.signum).name}): {stop.where}; resume with: "
                              f"sparrow {shlex.join(again)}", exit_code=stop.exit_code) from None
     return 0

@@ -30,6 +30,13 @@ class TrainingInterrupted(RunInterrupted):
                          "resume with the same command plus --resume", exit_code=128 + signum)
         self.step, self.total, self.checkpoint, self.signum = step, total, checkpoint, signum
 
+    @property
+    def where(self) -> str:
+        """Where training stopped and what it saved, for a command's own resume hint."""
+        if self.checkpoint:
+            return f"checkpoint at step {self.step} of {self.total} saved to {self.checkpoint}"
+        return f"stopped at step {self.step} of {self.total}, no checkpoint written"
+
 
 @contextlib.contextmanager
 def stop_on_signals():
