@@ -93,3 +93,26 @@ def test_unroll_mask_applies_the_window():
     # item 9 at level 1: committed items <= 8 within the window (9 - k < 3) or pinned (item 0), then itself
     assert m[9].nonzero().squeeze(-1).tolist() == [0, 7, 8, 10 + 9]
     assert torch.equal(unroll_mask(6, 2, window=None), unroll_mask(6, 2))
+
+
+@pytest.mark.parametrize("window,first_item,steps", [(None, 9, 3), (6, 9, 3), (6, 12, 2), (None, 1, 3), (None, 0, 2)])
+def test_later_steps_on_the_tail_only_are_exact_from_the_first_item(window, first_item, steps):
+    """`first_item`: steps >= 1 skip the items no chain of a supervised item reaches; every output
+    from `first_item` on equals the whole unroll's, and far fewer rows run (the full-visual draft's saving)."""
+    torch.manual_seed(3)
+    draft = tiny_draft(tiny_model("qwen2_vl"), "none", window=window).float()
+    n, size = 16, draft.config.hidden_size
+    embeds, hidden = torch.randn(n, size), torch.randn(n, size)
+    whole = unroll(draft, embeds, hidden, steps=steps, prompt_items=4)
+    tail = unroll(draft, embeds, hidden, steps=steps, prompt_items=4, first_item=first_item)
+    items = torch.arange(first_item, n)
+    for k, (a, b) in enumerate(zip(whole, tail)):
+        assert b.start == (0 if k == 0 else max(0, first_item - (steps - 1)))
+        assert b.logits.shape[0] == n - b.start
+        torch.testing.assert_close(b.logits[b.rows(items)], a.logits[items], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b.hidden[b.rows(items)], a.hidden[items], atol=1e-5, rtol=1e-5)
+        assert torch.equal(b.valid[b.rows(items)], a.valid[items])
+    if first_item > steps:  # a negative control: starting the later steps two items later (one more than
+        # the margin the rule keeps) changes the last step's output for the first supervised item
+        short = unroll(draft, embeds, hidden, steps=steps, prompt_items=4, first_item=first_item + 2)
+        assert not torch.allclose(short[-1].logits[short[-1].rows(items)][0], whole[-1].logits[first_item], atol=1e-4)

@@ -152,22 +152,25 @@ def sample_loss(draft: Draft, record: dict[str, torch.Tensor], embed_weight: tor
         target_state = prefill.hidden[source[where]]
         target_logp = F.log_softmax(draft.lm_head(target_state).float(), dim=-1)
         truth = ids[nxt[where]]
-    levels = unroll(draft, context.embeds, context.hidden, cfg.mtp_steps, prompt_items=prompt_items(context, record))
+    levels = unroll(draft, context.embeds, context.hidden, cfg.mtp_steps, prompt_items=prompt_items(context, record),
+                    first_item=int(where[0]))
     loss = torch.zeros((), dtype=torch.float32, device=ids.device)
     agree = []
     norm = sum(cfg.step_decay**k for k in range(cfg.mtp_steps))
     for k, level in enumerate(levels):
-        valid = level.valid[where]
+        rows = level.rows(where)
+        valid = level.valid[rows]
         if not valid.any():
             agree.append(0.0)
             continue
-        logp = F.log_softmax(level.logits[where].float(), dim=-1)
+        logp = F.log_softmax(level.logits[rows].float(), dim=-1)
         ce = -(target_logp.exp() * logp).sum(-1)
         loss = loss + (cfg.step_decay**k / norm) * ce[valid].mean()
-        guess = draft.to_target_ids(level.logits[where].argmax(-1))
+        guess = draft.to_target_ids(level.logits[rows].argmax(-1))
         agree.append(float((guess == truth)[valid].float().mean()))
     if cfg.hidden_weight and dcfg.architecture == "sparrow":  # eagle3 feeds back a pre-norm state
-        loss = loss + cfg.hidden_weight * F.smooth_l1_loss(levels[0].hidden[where].float(), target_state.float())
+        loss = loss + cfg.hidden_weight * F.smooth_l1_loss(levels[0].hidden[levels[0].rows(where)].float(),
+                                                           target_state.float())
     return loss, agree, int(where.numel())
 
 

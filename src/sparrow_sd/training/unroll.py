@@ -26,6 +26,12 @@ longer than its window as it will run on them.
 
 The draft's own modules run unchanged: :class:`UnrollKeys` stands in for the
 draft's KV cache and hands each step the keys of all earlier steps.
+
+Only the items the loss reads need the later steps: given ``first_item``, the
+first of them, steps ``k >= 1`` run on the items from ``first_item - (steps - 1)``
+on (a chain reaches back one item per step), which is exact for every item from
+``first_item`` on. A full-visual draft's thousands of prompt items then pass the
+layer once, at step 0, as at inference, where the prompt is prefilled once.
 """
 
 from __future__ import annotations
@@ -51,32 +57,42 @@ class UnrollKeys:
         return torch.cat(self.keys, dim=2), torch.cat(self.values, dim=2)
 
 
-def unroll_mask(n: int, step: int, device=None, window: int | None = None, pinned: int = 0) -> torch.Tensor:
-    """(n, (step + 1) * n) bool: what item ``i`` of unroll ``step`` may attend to, within ``window``
-    (the first ``pinned`` items always visible)."""
+def unroll_mask(n: int, step: int, device=None, window: int | None = None, pinned: int = 0,
+                start: int = 0) -> torch.Tensor:
+    """(n - start, n + step * (n - start)) bool: what item ``i >= start`` of unroll ``step`` may attend
+    to, within ``window`` (the first ``pinned`` items always visible): step 0's ``n`` keys, then the
+    ``n - start`` keys of each later step (items ``start..n-1``)."""
     positions = torch.arange(n, device=device)
-    q, k = positions[:, None], positions[None, :]
-    visible = window_visible(positions, positions, window, pinned)
-    blocks = [(k <= q - step) & visible]  # step 0: the committed context of a depth-`step` node
-    for j in range(1, step + 1):
-        blocks.append((k == q - step + j) & visible)  # its ancestor on the chain at step j (itself at j = step)
+    tail = positions[start:]
+    q = tail[:, None]
+    blocks = [(positions[None, :] <= q - step) & window_visible(tail, positions, window, pinned)]
+    visible = window_visible(tail, tail, window, pinned)
+    for j in range(1, step + 1):  # its ancestor on the chain at step j (itself at j = step)
+        blocks.append((tail[None, :] == q - step + j) & visible)
     return torch.cat(blocks, dim=1)
 
 
 @dataclass
 class UnrollStep:
-    hidden: torch.Tensor  # (n, H) normed outputs
-    logits: torch.Tensor  # (n, draft_vocab)
-    valid: torch.Tensor  # (n,) bool: items with a full chain at this step (i >= step)
+    hidden: torch.Tensor  # (n - start, H) normed outputs of items start..n-1
+    logits: torch.Tensor  # (n - start, draft_vocab)
+    valid: torch.Tensor  # (n - start,) bool: items with a full chain at this step (i >= step)
+    start: int = 0  # the item of row 0
+
+    def rows(self, items: torch.Tensor) -> torch.Tensor:
+        """Row indices of ``items`` (item indices, all ``>= start``)."""
+        return items - self.start
 
 
 def unroll(draft: Draft, embeds: torch.Tensor, hidden: torch.Tensor, steps: int,
-           prompt_items: int = 0) -> list[UnrollStep]:
+           prompt_items: int = 0, first_item: int = 0) -> list[UnrollStep]:
     """Run ``steps`` unroll levels over a sequence of ``n`` items (see the module docstring);
-    the first ``prompt_items`` are the prompt's (pinned in the window as at inference)."""
+    the first ``prompt_items`` are the prompt's (pinned in the window as at inference). Outputs
+    are exact for items from ``first_item`` on; later steps skip what lies before their chains."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     n = embeds.shape[0]
+    start = min(max(0, first_item - (steps - 1)), n - 1)
     window = draft.config.window
     pinned = pinned_items(prompt_items, window)
     causal = window is None or n <= window - pinned  # step 0 cuts nothing: plain causal, no (n, n) mask
@@ -85,10 +101,13 @@ def unroll(draft: Draft, embeds: torch.Tensor, hidden: torch.Tensor, steps: int,
     results: list[UnrollStep] = []
     current = hidden
     for step in range(steps):
-        mask = None if step == 0 and causal else unroll_mask(n, step, embeds.device, window, pinned)
-        plan = AttendPlan(positions=positions, write_slots=positions, key_slots=positions, mask=mask)
-        out, logits = draft(embeds, current, keys, plan)
-        results.append(UnrollStep(out, logits, positions >= step))
-        # the next level's item i reads this level's output for item i - 1
-        current = torch.cat([out[:1] * 0, out[:-1]], dim=0)
+        first = 0 if step == 0 else start
+        mask = None if step == 0 and causal else unroll_mask(n, step, embeds.device, window, pinned, first)
+        items = positions[first:]
+        plan = AttendPlan(positions=items, write_slots=items, key_slots=items, mask=mask)
+        out, logits = draft(embeds[first:], current, keys, plan)
+        results.append(UnrollStep(out, logits, items >= step, first))
+        # the next level's item i (from `start` on) reads this level's output for item i - 1
+        before = out[start - first - 1 : start - first] if start > first else out[:1] * 0
+        current = torch.cat([before, out[start - first : -1]], dim=0)
     return results
