@@ -29,10 +29,11 @@ class DraftConfig:
 
     ``visual_mode`` chooses what the draft reads of the video:
 
-    * ``none``: nothing (Sparrow): the visual block is cut out; text only.
+    * ``none``: nothing: the visual block is cut out; text only (Sparrow without its
+      glimpse, and the HiViS-style ablation).
     * ``glimpse``: ``glimpse_tokens`` tokens, each the mean of a span of the target's
       intermediate-layer (``ivsb_layer``) states at the visual positions, placed
-      before the text.
+      before the text: the shipped Sparrow draft (chosen by measurement, docs/benchmarks.md).
     * ``full``: every visual position, with the vision features as embeddings (the
       EAGLE / MSD / ViSpec baseline).
     * ``pruned``: a ``pruned_fraction`` of the visual positions, evenly spaced

@@ -5,11 +5,12 @@ per kept prompt position ``p`` (``p >= 1``): the embedding at ``p`` and the
 target's last-layer hidden state at ``p - 1``, the state that predicted ``p``.
 Which positions are kept is the visual mode:
 
-* ``none`` (Sparrow): text positions only; the visual block is cut out and the
-  items are renumbered, so the draft's cost does not depend on the video.
-* ``glimpse``: the text items, preceded by ``glimpse_tokens`` items that each
-  average a contiguous span of the visual positions (embedding slot: the
-  intermediate-layer states, hidden slot: the last-layer states).
+* ``none``: text positions only; the visual block is cut out and the items are
+  renumbered, so the draft's cost does not depend on the video.
+* ``glimpse`` (the shipped Sparrow draft): the text items, preceded by
+  ``glimpse_tokens`` items that each average a contiguous span of the visual
+  positions (embedding slot: the intermediate-layer states, hidden slot: the
+  last-layer states); a fixed count, so the cost does not depend on the video either.
 * ``full``: every position; visual items carry the vision features as embedding
   (or, with ``ivsb_layer``, the target's intermediate-layer state there).
 * ``pruned``: the text plus an evenly spaced ``pruned_fraction`` of the visual
