@@ -13,7 +13,7 @@ from sparrow_sd.proposers import DraftProposer, TreeConfig
 from sparrow_sd.synth import bounded_num_events, make_clip
 from sparrow_sd.testbed import load_testbed
 
-SHIPPED = ("sparrow", "sparrow-text", "pruned", "text-only")
+SHIPPED = ("sparrow", "sparrow-text", "full", "pruned", "text-only")
 pytestmark = pytest.mark.slow  # the real 0.5B target, end to end
 
 
