@@ -293,6 +293,49 @@ def test_sigterm_during_datagen_keeps_finished_samples_and_is_one_line(tmp_path,
     assert len(done) >= 2 and not list(out.glob("*.partial"))
 
 
+def test_a_shard_write_cut_short_leaves_no_partial_file_and_the_next_flush_writes_it_whole(tmp_path, monkeypatch):
+    """SIGTERM can land inside ``save_file``: the half-written ``.partial`` must go, and the samples
+    stay pending so that datagen's closing flush writes them as one complete shard."""
+    import sparrow_sd.training.shards as shards
+
+    real_save = shards.save_file
+
+    def save_then_stop(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a shard")
+        raise KeyboardInterrupt
+
+    writer = shards.ShardWriter(tmp_path / "data", rank=0, size=2)
+    writer.add("a", {"x": torch.arange(3)})
+    monkeypatch.setattr(shards, "save_file", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        writer.add("b", {"x": torch.arange(4)})
+    assert not list((tmp_path / "data").glob("*.partial")) and not writer.written
+    monkeypatch.setattr(shards, "save_file", real_save)
+    writer.flush()
+    assert [p.name for p in (tmp_path / "data").iterdir() if p.suffix == ".safetensors"] == writer.written
+    assert completed_ids(tmp_path / "data") == {"a", "b"}
+
+
+def test_a_stop_during_a_shards_bookkeeping_is_delivered_after_it():
+    from sparrow_sd.training.shards import _signals_held
+
+    steps = []
+
+    def handler(signum, frame):
+        steps.append("stopped")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _signals_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                steps.append("bookkeeping done")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert steps == ["bookkeeping done", "stopped"]
+
+
 def test_ctrl_c_in_any_command_is_one_line(world, capsys, monkeypatch):
     """A real SIGINT to this process while `sparrow generate` loads its model."""
     import sparrow_sd.models as models

@@ -16,8 +16,11 @@ and :class:`DataShards`, which reads the records.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -185,10 +188,30 @@ class ShardWriter:
         path = self.out_dir / shard_name(self.rank, self.index)
         partial = path.with_name(path.name + ".partial")
         ids = [i for i, _ in self.pending]
-        save_file(tensors, str(partial), metadata={"format": FORMAT, "ids": json.dumps(ids)})
-        os.replace(partial, path)
-        with ledger_path(self.out_dir, self.rank).open("a") as ledger:
-            ledger.write(json.dumps({"shard": path.name, "ids": ids}) + "\n")
-        self.written.append(path.name)
-        self.index += 1
-        self.pending = []
+        try:
+            save_file(tensors, str(partial), metadata={"format": FORMAT, "ids": json.dumps(ids)})
+        except BaseException:  # Ctrl-C / SIGTERM mid-write: no half file; the samples stay pending
+            partial.unlink(missing_ok=True)
+            raise
+        with _signals_held():  # the rename and the bookkeeping happen together or not at all
+            os.replace(partial, path)
+            self.written.append(path.name)
+            self.index += 1
+            self.pending = []
+            with ledger_path(self.out_dir, self.rank).open("a") as ledger:
+                ledger.write(json.dumps({"shard": path.name, "ids": ids}) + "\n")
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM until the block is done (delivered right after), so that a stop
+    cannot land between a shard's rename and its bookkeeping and get the samples written twice."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
