@@ -8,6 +8,7 @@ from conftest import prompt_inputs, tiny_model
 from sparrow_sd.bench import (
     Autoregressive,
     DraftMethod,
+    HFGenerate,
     LosslessnessError,
     MethodRun,
     PromptLookup,
@@ -67,6 +68,30 @@ def test_quick_sweep_fills_every_field_and_writes_the_files(tmp_path):
     # the draft's cost does not grow with the video: same draft cache at both lengths
     sparrow = [r for r in data["summary"] if r["method"] == "sparrow" and r["temperature"] == 0]
     assert sparrow[0]["draft_cache_mb"] == sparrow[1]["draft_cache_mb"]
+
+
+def test_hf_generate_is_checked_against_our_loop_and_reports_come_after_each_length(tmp_path):
+    """Hugging Face's plain generate() is a method like the others: its greedy tokens are checked
+    against the reference, and a sweep cut short still has the lengths it finished on disk."""
+    model = tiny_model(ARCH)
+    methods = [Autoregressive(model), HFGenerate(model),
+               DraftMethod(model, tiny_draft(model, "none"), TreeConfig(3, 2, 6), "sparrow")]
+    cfg = SweepConfig(visual_tokens=(120, 40), clips=2, max_new_tokens=8)
+    seen = []
+
+    def length_done(partial):
+        seen.append(sorted({s.visual_tokens for s in partial.samples}))
+        write_reports(partial, tmp_path, {"complete": False})
+
+    result = run_sweep(methods, make_sample(model), cfg, progress=False, on_length_done=length_done)
+    assert seen == [[120], [40, 120]]
+    hf = [s for s in result.samples if s.method == "hf-generate"]
+    assert len(hf) == 4 and all(s.lossless is True and s.run.target_prefill_s > 0 for s in hf)
+    rows = json.loads((tmp_path / "bench.json").read_text())["summary"]
+    assert [r["visual_tokens"] for r in rows] == [40] * 3 + [120] * 3  # by length, whatever the sweep order
+    for row in rows:
+        taus = [s.run.tau for s in result.samples if (s.method, s.visual_tokens) == (row["method"], row["visual_tokens"])]
+        assert (row["tau_min"], row["tau_max"]) == (min(taus), max(taus)) and row["tau_min"] <= row["tau"]
 
 
 def test_sampling_rows_run_only_at_the_lengths_asked(tmp_path):

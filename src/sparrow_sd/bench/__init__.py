@@ -3,6 +3,7 @@
 from .methods import (
     Autoregressive,
     DraftMethod,
+    HFGenerate,
     Method,
     MethodRun,
     PrefillNeeds,
@@ -16,6 +17,7 @@ from .sweep import LosslessnessError, SweepConfig, SweepResult, check_lossless, 
 __all__ = [
     "Autoregressive",
     "DraftMethod",
+    "HFGenerate",
     "LosslessnessError",
     "Method",
     "MethodRun",

@@ -7,9 +7,11 @@ the target's prefill and includes the draft's). Methods:
 - :class:`Autoregressive`: sparrow-sd's plain loop on the same cache (the
   baseline every speedup is measured against);
 - :class:`DraftMethod`: any trained draft (Sparrow or a peer) with a tree;
-- :class:`PromptLookup`: Hugging Face ``generate`` with prompt lookup
-  decoding, timed by a streamer (its first streamed new token marks the end of
-  its prefill; each later streamer call is one verification step).
+- :class:`HFGenerate`: Hugging Face's own ``generate()``, plain (the same
+  autoregressive decoding, on Hugging Face's loop and its own prefill) or with
+  prompt lookup decoding (:func:`PromptLookup`), timed by a streamer (its first
+  streamed new token marks the end of its prefill; each later streamer call is
+  one verification step).
 
 The engine's methods decode one clip from one target prefill
 (:class:`SharedPrefill`, made by :func:`share_prefill` from what each method's
@@ -232,22 +234,26 @@ class _StreamClock:
         pass
 
 
-class PromptLookup(Method):
-    """``model.generate(prompt_lookup_num_tokens=...)``, greedy or sampled, streamer-timed."""
+class HFGenerate(Method):
+    """Hugging Face's own ``model.generate()``, plain or with prompt lookup decoding
+    (``prompt_lookup_num_tokens``), greedy or sampled, streamer-timed. It prefills by itself."""
 
-    name = "hf-prompt-lookup"
-
-    def __init__(self, model, num_tokens: int = 10, max_matching_ngram_size: int = 2, eos_token_ids=None):
-        self.model, self.num_tokens, self.ngram = model, num_tokens, max_matching_ngram_size
+    def __init__(self, model, prompt_lookup_num_tokens: int | None = None, max_matching_ngram_size: int = 2,
+                 eos_token_ids=None):
+        self.model, self.num_tokens, self.ngram = model, prompt_lookup_num_tokens, max_matching_ngram_size
         self.eos = eos_token_ids
+        self.name = "hf-generate" if prompt_lookup_num_tokens is None else "hf-prompt-lookup"
 
     def settings(self):
+        if self.num_tokens is None:
+            return {}
         return {"prompt_lookup_num_tokens": self.num_tokens, "max_matching_ngram_size": self.ngram}
 
     def run(self, inputs, max_new_tokens, temperature=0.0, seed=0, prefill=None):
         clock = _StreamClock()
-        kwargs = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens, "streamer": clock,
-                  "prompt_lookup_num_tokens": self.num_tokens, "max_matching_ngram_size": self.ngram}
+        kwargs = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens, "streamer": clock}
+        if self.num_tokens is not None:
+            kwargs.update(prompt_lookup_num_tokens=self.num_tokens, max_matching_ngram_size=self.ngram)
         if temperature > 0:  # the rest as the model's generation config says, as for the other methods
             kwargs.update(temperature=temperature)
             torch.manual_seed(seed)
@@ -266,3 +272,8 @@ class PromptLookup(Method):
         tau = (len(tokens) - clock.sizes[1]) / steps if len(clock.times) > 2 else 1.0
         return MethodRun(tokens, tau, first - start, 0.0, end - first, end - start, 0, memory.peak,
                          {"streamer_calls": len(clock.times) - 1})
+
+
+def PromptLookup(model, num_tokens: int = 10, max_matching_ngram_size: int = 2, eos_token_ids=None) -> HFGenerate:
+    """Hugging Face's prompt lookup decoding (``generate(prompt_lookup_num_tokens=...)``)."""
+    return HFGenerate(model, num_tokens, max_matching_ngram_size, eos_token_ids)

@@ -3,7 +3,7 @@
 Ratios are taken over the same samples: decode speedup is the autoregressive
 decode time summed over a length's samples divided by the method's (equal
 token counts under greedy decoding), end-to-end speedup the same with total
-time. tau is the mean over samples of each run's tau.
+time. tau is the mean over samples of each run's tau, shown with its range over clips.
 
 For the engine's methods the decode time is split per verification step into
 draft, verify, commit and the rest, and set against the bound the split
@@ -23,6 +23,8 @@ from .sweep import SweepResult
 
 COLUMNS = (
     ("tau", "tau", "{:.2f}"),
+    ("tau_min", "tau min", "{:.2f}"),
+    ("tau_max", "tau max", "{:.2f}"),
     ("decode_tokens_per_s", "decode tok/s", "{:.1f}"),
     ("decode_speedup", "decode speedup", "{:.2f}x"),
     ("end_to_end_speedup", "end-to-end speedup", "{:.2f}x"),
@@ -41,12 +43,12 @@ COLUMNS = (
 
 
 def summarise(result: SweepResult, reference: str = "autoregressive") -> list[dict]:
-    """One row per (temperature, visual tokens, method), in sweep order."""
+    """One row per (temperature, visual tokens, method): by temperature, then length, methods in sweep order."""
     groups: dict[tuple, list] = defaultdict(list)
     for s in result.samples:
         groups[(s.temperature, s.visual_tokens, s.method)].append(s)
     rows = []
-    for (temperature, tokens, method), samples in groups.items():
+    for (temperature, tokens, method), samples in sorted(groups.items(), key=lambda g: g[0][:2]):
         ref = groups[(temperature, tokens, reference)]
         decode = sum(s.run.decode_s for s in samples)
         total = sum(s.run.total_s for s in samples)
@@ -61,6 +63,8 @@ def summarise(result: SweepResult, reference: str = "autoregressive") -> list[di
             "samples": len(samples),
             "new_tokens": sum(len(s.run.tokens) for s in samples),
             "tau": mean(s.run.tau for s in samples),
+            "tau_min": min(s.run.tau for s in samples),  # the spread over clips, shown as it is
+            "tau_max": max(s.run.tau for s in samples),
             "decode_tokens_per_s": sum(max(0, len(s.run.tokens) - 1) for s in samples) / decode if decode else 0.0,
             "decode_speedup": sum(s.run.decode_s for s in ref) / decode if decode else 0.0,
             "end_to_end_speedup": sum(s.run.total_s for s in ref) / total if total else 0.0,

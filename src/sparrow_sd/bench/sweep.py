@@ -76,10 +76,12 @@ class SweepResult:
 
 
 def run_sweep(methods: Sequence[Method], make_sample: Callable[[int, int], tuple[dict, int]],
-              cfg: SweepConfig, progress: bool = True) -> SweepResult:
+              cfg: SweepConfig, progress: bool = True,
+              on_length_done: Callable[[SweepResult], object] | None = None) -> SweepResult:
     """``make_sample(visual_tokens, clip_index) -> (inputs, actual visual tokens)``; the first
     method is the autoregressive reference. One target prefill per clip serves every method
-    whose :meth:`~.methods.Method.prefill_needs` asks for one."""
+    whose :meth:`~.methods.Method.prefill_needs` asks for one. ``on_length_done(result so far)``
+    runs after each length (the bench writes its reports there)."""
     result = SweepResult(cfg, methods={m.name: m.settings() for m in methods})  # before at_length() changes trees
     total = sum(len(cfg.temperatures_at(n)) for n in cfg.visual_tokens) * cfg.clips * len(methods)
     bar = progress_bar(total, "bench", "run", enabled=progress)
@@ -109,6 +111,8 @@ def run_sweep(methods: Sequence[Method], make_sample: Callable[[int, int], tuple
                 for prefill in prefills:
                     if prefill is not None:
                         prefill.release()
+        if on_length_done is not None:
+            on_length_done(result)
     bar.close()
     return result
 

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..bench import Autoregressive, DraftMethod, PromptLookup, SweepConfig, check_lossless, run_sweep, write_reports
+from ..bench import (Autoregressive, DraftMethod, HFGenerate, PromptLookup, SweepConfig, check_lossless, run_sweep,
+                     write_reports)
 from ..bench.tune import TREE_CANDIDATES, tune_tree, tuning_prefill
 from ..errors import InvalidInputError
 from ..models import load_target
@@ -38,6 +39,7 @@ class BenchOptions:
     drafts: dict[str, str] = field(default_factory=dict)  # method name -> draft folder
     sweep: SweepConfig = SweepConfig()
     tree: TreeConfig = TreeConfig()
+    hf_generate: bool = True  # Hugging Face generate(), plain: autoregressive on its own loop and prefill
     prompt_lookup: bool = True
     tune_tree: bool = False  # pick each draft's tree by timing candidates on a tuning clip first
     out: str = "runs/bench"
@@ -110,6 +112,8 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
     loaded = load_target(opts.model, dtype=opts.dtype, device=opts.device, language=opts.language)
     target = wrap_target(loaded.model)
     methods = [Autoregressive(target)]
+    if opts.hf_generate:
+        methods.append(HFGenerate(loaded.model))
     if opts.prompt_lookup:
         methods.append(PromptLookup(loaded.model))
     for name, draft in load_drafts(opts.drafts, target, opts.device).items():
@@ -119,7 +123,6 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
     if opts.tune_tree:
         tuning = _tune_trees(target, [m for m in methods if isinstance(m, DraftMethod)], make_sample,
                              opts.sweep.visual_tokens)
-    result = run_sweep(methods, make_sample, opts.sweep)
     header = {
         "command": "sparrow bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -127,7 +130,10 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
                     "cuda": torch.cuda.get_device_name() if opts.device.startswith("cuda") else None},
         "model": opts.model, "dtype": opts.dtype, "drafts": opts.drafts, "tree_tuning": tuning,
     }
-    paths = write_reports(result, opts.out, header)
+    # the reports are rewritten after each length, so a long sweep cut short keeps what it measured
+    result = run_sweep(methods, make_sample, opts.sweep,
+                       on_length_done=lambda partial: write_reports(partial, opts.out, {**header, "complete": False}))
+    paths = write_reports(result, opts.out, {**header, "complete": True})
     print(paths["markdown"].read_text())
     print(f"reports: {', '.join(str(p) for p in paths.values())}")
     check_lossless(result)
@@ -212,7 +218,8 @@ def add_parser(sub, name: str, help: str) -> None:
     sweep = SweepConfig()
     bench = sub.add_parser(
         name, help=help,
-        description="Runs autoregressive decoding, Hugging Face prompt lookup and every --draft on the same "
+        description="Runs autoregressive decoding (sparrow-sd's loop and Hugging Face generate()), Hugging Face prompt "
+                    "lookup and every --draft on the same "
                     "held-out SynthVideo clips at each visual-token length, with the detailed-description prompt; "
                     "writes bench.json, bench.md and bench.png to --out, and fails (exit 2) if any greedy output "
                     "differs from autoregressive decoding. Needs the `bench` extra (matplotlib).",
@@ -232,6 +239,8 @@ def add_parser(sub, name: str, help: str) -> None:
                        help="run the sampling temperatures only at these of --visual-tokens (default: at every "
                             "length); greedy runs at all")
     bench.add_argument("--quick", action="store_true", help="1k and 3k tokens, one clip, 64 new tokens")
+    bench.add_argument("--no-hf-generate", action="store_true",
+                       help="leave out Hugging Face's plain generate() (it pays its own target prefill per clip)")
     bench.add_argument("--no-prompt-lookup", action="store_true", help="leave out HF prompt lookup decoding")
     bench.add_argument("--tune-tree", action="store_true",
                        help="before the sweep, time candidate trees (chains and EAGLE-2 trees) with each draft on a "
@@ -258,6 +267,7 @@ def run(args) -> int:
     flags.check_device(args)
     flags.set_threads(args.threads)
     run_bench(BenchOptions(model=args.model, drafts=drafts, sweep=sweep, tree=flags.tree_config(args),
+                           hf_generate=not args.no_hf_generate,
                            prompt_lookup=not args.no_prompt_lookup, tune_tree=args.tune_tree, out=args.out,
                            dtype=args.dtype, device=args.device, language=args.language), argv=args.argv)
     return 0
