@@ -106,6 +106,18 @@ def test_draft_vocab_is_the_most_frequent_response_tokens(data):
     assert set(top) <= set(vocab.tolist())
 
 
+def test_the_default_recipe_is_the_shipped_sparrow_draft_and_eagle3_stays_text_only(data, tmp_path):
+    """`sparrow train` with no --visual-mode trains what the suite ships as Sparrow: the glimpse reader."""
+    from sparrow_sd.commands.train import train_settings
+
+    model, out, _ = data
+    assert DraftTrainConfig().visual_mode == "glimpse" and DraftTrainConfig(architecture="eagle3").visual_mode == "none"
+    assert DraftTrainConfig(**train_settings({"visual_mode": "full"})).visual_mode == "full"
+    cfg = DraftTrainConfig(epochs=1, draft_vocab_size=48, eval_every=0, checkpoint_every=0, intermediate_size=64)
+    draft = train_draft(model, out, tmp_path / "draft", cfg, progress=False, log=lambda m: None)
+    assert draft.config.visual_mode == "glimpse" and draft.config.ivsb_layer is not None
+
+
 def test_training_lowers_the_loss_and_saves_a_loadable_draft(data, tmp_path):
     model, out, _ = data
     cfg = DraftTrainConfig(epochs=6, lr=3e-3, warmup=2, grad_accum=1, mtp_steps=2, draft_vocab_size=48,

@@ -57,7 +57,9 @@ from .unroll import unroll
 class DraftTrainConfig:
     """A draft-training run (written next to the trained draft)."""
 
-    visual_mode: str = "none"
+    # None: the recipe's own. Sparrow's shipped draft reads the 16-item glimpse (measured against "none"
+    # on testbed v2: docs/benchmarks.md); an eagle3 draft is text-only ("none").
+    visual_mode: str | None = None
     architecture: str = "sparrow"  # or "eagle3" (text-only; needs data made with aux layers)
     ivsb: bool = True  # visual items carry the IVSB-layer states (the data's layer)
     mtp_steps: int = 3  # unroll levels (1 = no multi-token prediction)
@@ -78,6 +80,10 @@ class DraftTrainConfig:
     eval_every: int = 200
     checkpoint_every: int = 500
     seed: int = 0
+
+    def __post_init__(self):
+        if self.visual_mode is None:
+            object.__setattr__(self, "visual_mode", "none" if self.architecture == "eagle3" else "glimpse")
 
 
 def build_draft_vocab(records, size: int, vocab_size: int, always: set[int] = frozenset()) -> torch.Tensor:
