@@ -151,14 +151,16 @@ def test_bench_quick_on_a_tiny_model_writes_every_report(tmp_path, capsys):
     assert (out / "bench.md").read_text() in captured.out  # the table written is the table printed
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in captured.out.splitlines()
             if line.startswith("| 0 |")]  # greedy rows: T, visual tokens, method, ...
-    assert sorted(row[2] for row in rows) == sorted(["autoregressive", "hf-prompt-lookup", "sparrow"] * 2)
+    methods = {"autoregressive", "hf-generate", "hf-prompt-lookup", "sparrow"}
+    assert sorted(row[2] for row in rows) == sorted(list(methods) * 2)
     data = json.loads((out / "bench.json").read_text())
-    assert data["command"].startswith("sparrow bench") and data["machine"]["torch_threads"] >= 1
-    assert {r["method"] for r in data["summary"]} == {"autoregressive", "hf-prompt-lookup", "sparrow"}
+    assert data["command"].startswith("sparrow bench --model") and data["machine"]["torch_threads"] >= 1
+    assert {r["method"] for r in data["summary"]} == methods
     # every value filled, but the step split that Hugging Face's generate() does not report
-    assert all(v is not None or (r["method"] == "hf-prompt-lookup" and k.endswith(("_per_step", "bound_speedup")))
+    hf = ("hf-generate", "hf-prompt-lookup")
+    assert all(v is not None or (r["method"] in hf and k.endswith(("_per_step", "bound_speedup")))
                for r in data["summary"] for k, v in r.items())
-    assert all(r["bound_speedup"] > 0 for r in data["summary"] if r["method"] != "hf-prompt-lookup")
+    assert all(r["bound_speedup"] > 0 for r in data["summary"] if r["method"] not in hf)
     assert [r["lossless"] for r in data["summary"] if r["method"] == "sparrow"] == ["1/1", "1/1"]
     assert all(len(s["tokens"]) == s["new_tokens"] for s in data["samples"])  # outputs kept for inspection
     # --tune-tree: a tree chosen per length, and that length's chosen tree is the one benchmarked there

@@ -317,7 +317,7 @@ def test_a_shard_write_cut_short_leaves_no_partial_file_and_the_next_flush_write
 
 
 def test_a_stop_during_a_shards_bookkeeping_is_delivered_after_it():
-    from sparrow_sd.training.shards import _signals_held
+    from sparrow_sd.training.shards import hold_signals
 
     steps = []
 
@@ -328,7 +328,7 @@ def test_a_stop_during_a_shards_bookkeeping_is_delivered_after_it():
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         with pytest.raises(KeyboardInterrupt):
-            with _signals_held():
+            with hold_signals():
                 os.kill(os.getpid(), signal.SIGTERM)
                 steps.append("bookkeeping done")
     finally:

@@ -145,6 +145,7 @@ def test_bench_and_tree_tuning_prefill_once_per_clip(tmp_path, capsys, count_pre
     samples = [s for s in data["samples"] if s["temperature"] == 0]
     assert {s["method"] for s in samples} == {"autoregressive", "hf-generate", "text", "glimpse"}
     assert len(samples) == 8 and data["complete"] is True
+    assert data["command"].startswith("sparrow bench --model tiny:qwen2_vl") and "cores" in data["machine"]["processor"]
     assert all(s["tokens"] == expected[s["clip"]] and s["target_prefill_s"] > 0 for s in samples)
 
 

@@ -23,6 +23,23 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
+def cpu_description() -> str:
+    """This CPU as a figure should name it: model, cores, and its native bf16 units, e.g.
+    "AMD EPYC, 2 cores, AVX512-BF16" (platform.processor() is empty on Linux)."""
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), name)
+    except OSError:
+        pass
+    units = [label for check, label in (("_is_amx_tile_supported", "AMX"), ("_is_avx512_bf16_supported", "AVX512-BF16"))
+             if bool(getattr(torch.cpu, check, lambda: False)())]
+    return f"{name}, {os.cpu_count()} cores, " + (", ".join(units) if units else "no native bf16")
+
+
 def fast_dtype(device: torch.device | str) -> torch.dtype:
     """bf16 where the device computes it natively, else fp32."""
     device = torch.device(device)

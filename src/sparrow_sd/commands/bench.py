@@ -21,6 +21,7 @@ from ..bench import (Autoregressive, DraftMethod, HFGenerate, PromptLookup, Swee
 from ..bench.tune import TREE_CANDIDATES, tune_tree, tuning_prefill
 from ..errors import InvalidInputError
 from ..models import load_target
+from ..precision import cpu_description
 from ..proposers import TreeConfig
 from ..synth import bounded_num_events, make_clip
 from ..targets import wrap_target
@@ -124,8 +125,8 @@ def run_bench(opts: BenchOptions, argv: list[str] | None = None) -> dict:
         tuning = _tune_trees(target, [m for m in methods if isinstance(m, DraftMethod)], make_sample,
                              opts.sweep.visual_tokens)
     header = {
-        "command": "sparrow bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+        "command": "sparrow " + shlex.join(argv if argv is not None else sys.argv[1:]),  # argv names the command
+        "machine": {"platform": platform.platform(), "processor": cpu_description(),
                     "torch_threads": torch.get_num_threads(), "device": opts.device,
                     "cuda": torch.cuda.get_device_name() if opts.device.startswith("cuda") else None},
         "model": opts.model, "dtype": opts.dtype, "drafts": opts.drafts, "tree_tuning": tuning,

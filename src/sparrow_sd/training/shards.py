@@ -193,7 +193,7 @@ class ShardWriter:
         except BaseException:  # Ctrl-C / SIGTERM mid-write: no half file; the samples stay pending
             partial.unlink(missing_ok=True)
             raise
-        with _signals_held():  # the rename and the bookkeeping happen together or not at all
+        with hold_signals():  # the rename and the bookkeeping happen together or not at all
             os.replace(partial, path)
             self.written.append(path.name)
             self.index += 1
@@ -203,15 +203,22 @@ class ShardWriter:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT / SIGTERM until the block is done (delivered right after), so that a stop
-    cannot land between a shard's rename and its bookkeeping and get the samples written twice."""
-    held = {signal.SIGINT, signal.SIGTERM}
+def hold_signals() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM until the block is done (raised right after), so that a stop cannot
+    land between a shard's rename and its bookkeeping and get the samples written twice.
+
+    Done with Python handlers that note the signal, not with a thread signal mask: the kernel
+    gives a process-wide signal to any thread that does not block it (torch has several)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        for s in caught:
+            signal.raise_signal(s)
