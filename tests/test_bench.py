@@ -94,6 +94,22 @@ def test_hf_generate_is_checked_against_our_loop_and_reports_come_after_each_len
         assert (row["tau_min"], row["tau_max"]) == (min(taus), max(taus)) and row["tau_min"] <= row["tau"]
 
 
+def test_speedups_compare_rates_so_sampled_runs_of_different_lengths_are_fair():
+    """Sampled methods emit different numbers of tokens: a method that stopped early must not look
+    faster for having done less (the 25k T=1 row had 64 tokens against the reference's 200)."""
+    from sparrow_sd.bench import SweepResult, summarise
+    from sparrow_sd.bench.sweep import SampleResult
+
+    def sample(method, tokens, decode_s, prefill_s=10.0):
+        run = MethodRun(list(range(tokens)), 1.0, prefill_s, 0.0, decode_s, prefill_s + decode_s)
+        return SampleResult(method, 100, 100, 0, 1.0, run, None)
+
+    result = SweepResult(SweepConfig(), [sample("autoregressive", 201, 20.0), sample("draft", 51, 10.0)])
+    row = {r["method"]: r for r in summarise(result)}["draft"]
+    assert row["decode_speedup"] == pytest.approx((50 / 10.0) / (200 / 20.0))  # 0.5x, not 2x
+    assert row["end_to_end_speedup"] == pytest.approx((51 / 20.0) / (201 / 30.0))
+
+
 def test_sampling_rows_run_only_at_the_lengths_asked(tmp_path):
     """`--sample-at`: greedy at every length, the sampling temperature only where asked (the 25k T=1 row)."""
     model = tiny_model(ARCH)

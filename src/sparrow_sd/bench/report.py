@@ -1,9 +1,11 @@
 """Turning a sweep into figures: per method and length, as JSON, a markdown table and a plot.
 
-Ratios are taken over the same samples: decode speedup is the autoregressive
-decode time summed over a length's samples divided by the method's (equal
-token counts under greedy decoding), end-to-end speedup the same with total
-time. tau is the mean over samples of each run's tau, shown with its range over clips.
+Ratios are taken over the same samples, as rates: decode speedup is the
+method's decoded tokens per second of decode time over the autoregressive
+reference's, summed over a length's samples; end-to-end speedup the same with
+new tokens per second of total time. Under greedy decoding every method emits
+the same tokens, so this is the ratio of times; sampled runs emit different
+numbers of tokens, and a ratio of times would compare unequal work. tau is the mean over samples of each run's tau, shown with its range over clips.
 
 For the engine's methods the decode time is split per verification step into
 draft, verify, commit and the rest, and set against the bound the split
@@ -66,8 +68,8 @@ def summarise(result: SweepResult, reference: str = "autoregressive") -> list[di
             "tau_min": min(s.run.tau for s in samples),  # the spread over clips, shown as it is
             "tau_max": max(s.run.tau for s in samples),
             "decode_tokens_per_s": sum(max(0, len(s.run.tokens) - 1) for s in samples) / decode if decode else 0.0,
-            "decode_speedup": sum(s.run.decode_s for s in ref) / decode if decode else 0.0,
-            "end_to_end_speedup": sum(s.run.total_s for s in ref) / total if total else 0.0,
+            "decode_speedup": _ratio(_rate(samples, "decode_s", 1), _rate(ref, "decode_s", 1)),
+            "end_to_end_speedup": _ratio(_rate(samples, "total_s", 0), _rate(ref, "total_s", 0)),
             "target_prefill_s": target_prefill,
             "draft_prefill_s": draft_prefill,
             "draft_prefill_ratio": draft_prefill / target_prefill if target_prefill else 0.0,
@@ -78,6 +80,18 @@ def summarise(result: SweepResult, reference: str = "autoregressive") -> list[di
                          "n/a (sampled)" if not checks else f"{sum(checks)}/{len(checks)}"),
         })
     return rows
+
+
+def _ratio(mine: float, reference: float) -> float:
+    return mine / reference if mine > 0 and reference > 0 else 0.0
+
+
+def _rate(samples: list, clock: str, uncounted: int) -> float:
+    """New tokens per second of ``clock`` (decode_s: the first token belongs to the prefill, so
+    ``uncounted`` = 1; total_s: every token counts)."""
+    seconds = sum(getattr(s.run, clock) for s in samples)
+    tokens = sum(max(0, len(s.run.tokens) - uncounted) for s in samples)
+    return tokens / seconds if seconds > 0 else 0.0
 
 
 def _step_split(samples: list, ref: list) -> dict:

@@ -69,7 +69,8 @@ class SweepResult:
                  "new_tokens": len(s.run.tokens), "tau": s.run.tau, "target_prefill_s": s.run.target_prefill_s,
                  "draft_prefill_s": s.run.draft_prefill_s, "decode_s": s.run.decode_s, "total_s": s.run.total_s,
                  "decode_tokens_per_s": s.run.decode_tokens_per_s, "draft_cache_bytes": s.run.draft_cache_bytes,
-                 "peak_memory_bytes": s.run.peak_memory_bytes, "tokens": s.run.tokens}
+                 "peak_memory_bytes": s.run.peak_memory_bytes, "steps": s.run.steps, "draft_s": s.run.draft_s,
+                 "verify_s": s.run.verify_s, "commit_s": s.run.commit_s, "tokens": s.run.tokens}
                 for s in self.samples
             ],
         }
