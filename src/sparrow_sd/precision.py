@@ -19,8 +19,13 @@ import torch
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (AMX or AVX512-BF16)."""
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    return bool(_native_bf16_units())
+
+
+def _native_bf16_units() -> list[str]:
+    """The CPU's bf16 matrix units that torch reports (AMX, AVX512-BF16), by name."""
+    checks = (("_is_amx_tile_supported", "AMX"), ("_is_avx512_bf16_supported", "AVX512-BF16"))
+    return [label for name, label in checks if bool(getattr(torch.cpu, name, lambda: False)())]
 
 
 def cpu_description() -> str:
@@ -35,8 +40,7 @@ def cpu_description() -> str:
             name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), name)
     except OSError:
         pass
-    units = [label for check, label in (("_is_amx_tile_supported", "AMX"), ("_is_avx512_bf16_supported", "AVX512-BF16"))
-             if bool(getattr(torch.cpu, check, lambda: False)())]
+    units = _native_bf16_units()
     return f"{name}, {os.cpu_count()} cores, " + (", ".join(units) if units else "no native bf16")
 
 

@@ -5,7 +5,8 @@ method's decoded tokens per second of decode time over the autoregressive
 reference's, summed over a length's samples; end-to-end speedup the same with
 new tokens per second of total time. Under greedy decoding every method emits
 the same tokens, so this is the ratio of times; sampled runs emit different
-numbers of tokens, and a ratio of times would compare unequal work. tau is the mean over samples of each run's tau, shown with its range over clips.
+numbers of tokens, and a ratio of times would compare unequal work. tau is the
+mean over samples of each run's tau, shown with its range over clips.
 
 For the engine's methods the decode time is split per verification step into
 draft, verify, commit and the rest, and set against the bound the split
@@ -52,8 +53,6 @@ def summarise(result: SweepResult, reference: str = "autoregressive") -> list[di
     rows = []
     for (temperature, tokens, method), samples in sorted(groups.items(), key=lambda g: g[0][:2]):
         ref = groups[(temperature, tokens, reference)]
-        decode = sum(s.run.decode_s for s in samples)
-        total = sum(s.run.total_s for s in samples)
         target_prefill = mean(s.run.target_prefill_s for s in samples)
         draft_prefill = mean(s.run.draft_prefill_s for s in samples)
         checks = [s.lossless for s in samples if s.lossless is not None]
@@ -67,7 +66,7 @@ def summarise(result: SweepResult, reference: str = "autoregressive") -> list[di
             "tau": mean(s.run.tau for s in samples),
             "tau_min": min(s.run.tau for s in samples),  # the spread over clips, shown as it is
             "tau_max": max(s.run.tau for s in samples),
-            "decode_tokens_per_s": sum(max(0, len(s.run.tokens) - 1) for s in samples) / decode if decode else 0.0,
+            "decode_tokens_per_s": _rate(samples, "decode_s", 1),
             "decode_speedup": _ratio(_rate(samples, "decode_s", 1), _rate(ref, "decode_s", 1)),
             "end_to_end_speedup": _ratio(_rate(samples, "total_s", 0), _rate(ref, "total_s", 0)),
             "target_prefill_s": target_prefill,

@@ -40,7 +40,8 @@ def add_parser(sub, name: str, help: str) -> None:
     train.add_argument("--out", required=True, help="draft folder to write")
     train.add_argument("--config", default=None, help="JSON file of training settings")
     train.add_argument("--visual-mode", dest="visual_mode", choices=list(VISUAL_MODES),
-                       help=_stated("what the draft reads of the video", f"{default.visual_mode}; none with --architecture eagle3"))
+                       help=_stated("what the draft reads of the video",
+                                    f"{default.visual_mode}; none with --architecture eagle3"))
     train.add_argument("--architecture", choices=list(ARCHITECTURES),
                        help=_stated("the draft layer's form; eagle3 exports to vLLM/SGLang (needs --aux-layers data)",
                                     default.architecture))
