@@ -311,27 +311,30 @@ def test_flag_defaults_are_the_dataclasses(capsys):
     build = defaults("testbed build")
     recipe = TrainConfig()
     assert (build["steps"], build["long_steps"], build["lr"]) == (recipe.steps, LONG_STAGE.steps, recipe.lr)
-    assert build["longest_steps"] == 0  # the third stage was tried (v2.4) and is off by default
+    assert build["longest_steps"] == 0  # the longest stage was tried (v2.4) and is off by default
 
 
 def test_testbed_build_passes_the_later_stages(tmp_path, monkeypatch, capsys):
-    """--long-steps / --longest-steps N run those stages for N steps, 0 skips one; the command is recorded."""
+    """--long-steps / --events-steps / --longest-steps N run those stages for N steps, 0 skips one; the
+    command is recorded."""
     import dataclasses
     import shlex
 
     import sparrow_sd.testbed.build as build
-    from sparrow_sd.testbed.training import LONG_STAGE, LONGEST_STAGE
+    from sparrow_sd.testbed.training import EVENTS_STAGE, LONG_STAGE, LONGEST_STAGE
 
     calls = []
     monkeypatch.setattr(build, "build_testbed", lambda out, train, **kw: calls.append((train, kw)) or True)
     base = ["testbed", "build", "--out", str(tmp_path / "lora.safetensors"), "--work", str(tmp_path / "work"),
             "--no-eval", "--threads", "1"]
     three = dataclasses.replace(LONG_STAGE, steps=3)
-    for extra, later in (([], [LONG_STAGE, None]),
-                         (["--longest-steps", "6"], [LONG_STAGE, LONGEST_STAGE]),
-                         (["--long-steps", "3", "--longest-steps", "6"], [three, LONGEST_STAGE]),
-                         (["--long-steps", "3"], [three, None]),
-                         (["--long-steps", "0", "--longest-steps", "6"], [None, LONGEST_STAGE])):
+    events = dataclasses.replace(EVENTS_STAGE, steps=5)
+    for extra, later in (([], [LONG_STAGE, None, None]),
+                         (["--longest-steps", "6"], [LONG_STAGE, None, LONGEST_STAGE]),
+                         (["--long-steps", "3", "--longest-steps", "6"], [three, None, LONGEST_STAGE]),
+                         (["--long-steps", "3"], [three, None, None]),
+                         (["--events-steps", "5"], [LONG_STAGE, events, None]),
+                         (["--long-steps", "0", "--longest-steps", "6"], [None, None, LONGEST_STAGE])):
         assert main(base + extra) == 0
         train, kw = calls.pop()
         assert kw["later"] == later and kw["command"] == "sparrow " + shlex.join(base + extra)

@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from sparrow_sd.synth import make_clip
 from sparrow_sd.testbed.evaluate import EvalConfig, LengthReport, bar_checks, evaluate_length, format_table
 from sparrow_sd.testbed.metrics import (
@@ -65,6 +67,16 @@ def test_evaluation_runs_end_to_end_on_the_tiny_testbed():
     assert any(line.startswith("  blank video:") for line in lines)
     table = format_table([report])
     assert "| median description tokens | 60-300 |" in table and "(missed)" in table  # 6 tokens < 60
+    assert [s["events"] for s in report.samples] == [2, 2]  # the length's own count at 4 frames
+
+
+def test_an_events_probe_gives_every_clip_that_many_events():
+    model, processor = build_tiny_testbed(seed=0), TinyTestbedProcessor()
+    config = EvalConfig(lengths=(100,), clips=(2,), max_new_tokens=2, events=3)
+    report = evaluate_length(model, processor, 100, 2, config)
+    assert [s["events"] for s in report.samples] == [3, 3]
+    with pytest.raises(ValueError, match="at least 1"):
+        EvalConfig(events=0)
 
 
 def test_bars():

@@ -6,11 +6,14 @@ import pytest
 import torch
 
 from sparrow_sd.errors import InvalidInputError
+from sparrow_sd.synth import bounded_num_events
 from sparrow_sd.synth.vocab import BACKGROUND, SHAPES
 from sparrow_sd.testbed.lora import LoRA
 from sparrow_sd.testbed.training import (
     BLANK_DESCRIPTIONS,
+    TRAIN_SEED_BASE,
     TrainConfig,
+    event_count_range,
     answer_loss,
     make_example,
     step_example,
@@ -30,9 +33,27 @@ def test_step_examples_are_reproducible_and_vary():
     assert a.prompt_ids.count(processor.video_token_id) == processor.num_video_tokens(a.num_frames)
 
 
+def test_up_to_max_draws_more_events_than_the_length_gives_and_by_length_is_unchanged():
+    """Short clips with long videos' event counts; the shipped recipe's clips stay what they were."""
+    processor = TinyTestbedProcessor()
+    by_length = dataclasses.replace(TINY, frames=(16,), frame_weights=(1,), blank_prob=0.0)
+    dense = dataclasses.replace(by_length, events="up-to-max")
+    assert event_count_range(16, by_length) == (bounded_num_events(16), bounded_num_events(16)) == (2, 2)
+    assert event_count_range(16, dense) == (2, 8) and event_count_range(5, dense) == (2, 2)
+    counts = [step_example(k, processor, dense).num_events for k in range(12)]
+    assert min(counts) >= 2 and max(counts) <= 8 and len(set(counts)) >= 3 and max(counts) > 2
+    for k in range(3):  # the by-length recipe's step k is the clip it always was
+        old = make_example(TRAIN_SEED_BASE + k, 16, processor, by_length)
+        new = step_example(k, processor, by_length)
+        assert new.num_events == 2 and new.answer_ids == old.answer_ids
+    with pytest.raises(InvalidInputError, match="events must be one of"):
+        dataclasses.replace(TINY, events="many")
+
+
 def test_blank_example_describes_no_object():
     processor = TinyTestbedProcessor()
-    example = make_example(5, 3, processor, TINY, blank=True)
+    example = make_example(5, 3, processor, TINY, blank=True, num_events=2)
+    assert example.num_events == 0
     pixels = example.pixel_values_videos[0].permute(0, 2, 3, 1).reshape(-1, 3)
     assert (pixels == torch.tensor(BACKGROUND, dtype=pixels.dtype)).all()
     assert all(text.lower().count(shape) == 0 for text in BLANK_DESCRIPTIONS for shape in SHAPES)
@@ -131,7 +152,7 @@ def test_an_older_checkpoint_without_the_newer_recipe_fields_still_resumes(tmp_p
     short = dataclasses.replace(TINY, steps=1)
     train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=tmp_path / "ck.pt", log=lambda s: None)
     saved = torch.load(tmp_path / "ck.pt", weights_only=True)
-    del saved["config"]["checkpoint_activations"]
+    del saved["config"]["checkpoint_activations"], saved["config"]["events"]
     torch.save(saved, tmp_path / "ck.pt")
     lines = []
     train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=tmp_path / "ck.pt", log=lines.append)
@@ -151,16 +172,33 @@ def test_a_checkpoint_of_another_testbed_config_is_refused(tmp_path):
                    log=lambda s: None)
 
 
-def test_later_stages_continue_in_order_and_a_skipped_one_ends_the_chain():
-    """A stage only continues the one before it, so each checkpoint has one lineage."""
-    from sparrow_sd.testbed.build import CHECKPOINTS, stage_chain
-    from sparrow_sd.testbed.training import LONG_STAGE, LONGEST_STAGE
+def test_later_stages_run_in_order_a_skipped_one_is_left_out_and_each_knows_what_it_continued():
+    from sparrow_sd.testbed.build import STAGES, lineage_of, stage_chain
+    from sparrow_sd.testbed.training import EVENTS_STAGE, LONG_STAGE, LONGEST_STAGE
 
     base = dataclasses.replace(TINY, rank=4)
-    chain = stage_chain(base, [LONG_STAGE, LONGEST_STAGE])
-    assert [c.frames for c in chain] == [base.frames, LONG_STAGE.frames, LONGEST_STAGE.frames]
-    assert all((c.rank, c.first_layer, c.targets) == (4, base.first_layer, base.targets) for c in chain)
-    assert len(stage_chain(base, [None, LONGEST_STAGE])) == 1 and len(stage_chain(base, [LONG_STAGE, None])) == 2
+    chain = stage_chain(base, [LONG_STAGE, EVENTS_STAGE, LONGEST_STAGE])
+    assert [name for name, _ in chain] == list(STAGES) == ["base", "long", "events", "longest"]
+    assert [c.frames for _, c in chain] == [base.frames, LONG_STAGE.frames, EVENTS_STAGE.frames, LONGEST_STAGE.frames]
+    assert all((c.rank, c.first_layer, c.targets) == (4, base.first_layer, base.targets) for _, c in chain)
+    skipped = stage_chain(base, [LONG_STAGE, None, LONGEST_STAGE])
+    assert [name for name, _ in skipped] == ["base", "long", "longest"]
+    assert lineage_of(chain, 0) == lineage_of(skipped, 0) == "" and lineage_of(chain, 1) == lineage_of(skipped, 1)
+    assert lineage_of(chain, 3) != lineage_of(skipped, 2)  # the longest stage continued other stages
     assert max(LONGEST_STAGE.frames) * 196 + 1 >= 25_000 > max(LONG_STAGE.frames) * 196 + 1
+    assert EVENTS_STAGE.events == "up-to-max" and min(EVENTS_STAGE.frames) // 2 >= EVENTS_STAGE.max_events
     with pytest.raises(ValueError, match="stages"):
-        stage_chain(base, [LONG_STAGE] * len(CHECKPOINTS))
+        stage_chain(base, [LONG_STAGE] * len(STAGES))
+
+
+def test_a_checkpoint_that_continued_other_stages_is_refused(tmp_path):
+    processor = TinyTestbedProcessor()
+    short = dataclasses.replace(TINY, steps=1)
+    path = tmp_path / "ck.pt"
+    train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=path, log=lambda s: None, lineage="[1]")
+    lines = []
+    train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=path, log=lines.append, lineage="[1]")
+    assert lines == ["resumed at step 1 of 1"]
+    with pytest.raises(InvalidInputError, match="continued other training stages"):
+        train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=path, log=lambda s: None,
+                   lineage="[2]")

@@ -29,8 +29,9 @@ def _native_bf16_units() -> list[str]:
 
 
 def cpu_description() -> str:
-    """This CPU as a figure should name it: model, cores, and its native bf16 units, e.g.
-    "AMD EPYC, 2 cores, AVX512-BF16" (platform.processor() is empty on Linux)."""
+    """This CPU as a figure should name it: model, cores, the vector instructions torch's kernels
+    use, and its native bf16 units, e.g. "AMD EPYC, 2 cores, AVX512, AVX512-BF16" or "AMD EPYC,
+    2 cores, AVX2, no native bf16" (platform.processor() is empty on Linux)."""
     import os
     import platform
 
@@ -41,7 +42,8 @@ def cpu_description() -> str:
     except OSError:
         pass
     units = _native_bf16_units()
-    return f"{name}, {os.cpu_count()} cores, " + (", ".join(units) if units else "no native bf16")
+    vector = torch.backends.cpu.get_cpu_capability()  # "AVX2", "AVX512", ... ("DEFAULT" when neither)
+    return f"{name}, {os.cpu_count()} cores, {vector}, " + (", ".join(units) if units else "no native bf16")
 
 
 def fast_dtype(device: torch.device | str) -> torch.dtype:

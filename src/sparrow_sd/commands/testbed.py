@@ -1,7 +1,8 @@
 """``sparrow testbed build`` and ``sparrow testbed eval``: the testbed target's LoRA, trained and measured.
 
 The recipe is :mod:`sparrow_sd.testbed.training` (``TrainConfig``, the base
-stage, then ``LONG_STAGE``, the long-clip stage after it, and the optional ``LONGEST_STAGE``), the run is
+stage, then ``LONG_STAGE``, the long-clip stage after it, ``EVENTS_STAGE`` and the optional
+``LONGEST_STAGE``), the run is
 :func:`sparrow_sd.testbed.build.build_testbed` and the evaluation
 :mod:`sparrow_sd.testbed.evaluate`; every default here is theirs.
 """
@@ -38,11 +39,12 @@ def _frames_and_tokens(recipe) -> tuple[str, str]:
 
 
 def _add_build(testbed_sub) -> None:
-    from ..testbed.training import LONG_STAGE, LONGEST_STAGE, TrainConfig
+    from ..testbed.training import EVENTS_STAGE, LONG_STAGE, LONGEST_STAGE, TrainConfig
 
     recipe = TrainConfig()
     base_frames, base_tokens = _frames_and_tokens(recipe)
     long_frames, long_tokens = _frames_and_tokens(LONG_STAGE)
+    events_frames, events_tokens = _frames_and_tokens(EVENTS_STAGE)
     longest_frames, longest_tokens = _frames_and_tokens(LONGEST_STAGE)
     build = testbed_sub.add_parser(
         "build",
@@ -51,6 +53,7 @@ def _add_build(testbed_sub) -> None:
                     f"trained to describe SynthVideo clips read through the scene reader, in stages, each "
                     f"continuing the one before: {base_frames} frames ({base_tokens} visual tokens), then "
                     f"--long-steps on {long_frames} frames ({long_tokens} tokens, and long blank videos), then "
+                    f"--events-steps on {events_frames} frames ({events_tokens}) holding up to 8 events, then "
                     f"optionally --longest-steps on {longest_frames} frames ({longest_tokens}; off by default: tried in "
                     "v2.4 and not adopted, see docs/testbed.md). "
                     "Resumable: the checkpoints and log live in --work (default assets/testbed-build/, "
@@ -63,7 +66,10 @@ def _add_build(testbed_sub) -> None:
     build.add_argument("--seed", type=int, default=recipe.seed, help="training seed")
     build.add_argument("--steps", type=POSITIVE, default=recipe.steps, help="training steps (one clip each)")
     build.add_argument("--long-steps", type=NON_NEGATIVE, default=LONG_STAGE.steps,
-                       help=f"steps of the long-clip stage ({long_frames} frames); 0 skips it and the longest stage")
+                       help=f"steps of the long-clip stage ({long_frames} frames); 0 skips it")
+    build.add_argument("--events-steps", type=NON_NEGATIVE, default=0,
+                       help=f"steps of the events stage ({events_frames} frames, up to 8 events a clip; the "
+                            f"recipe is {EVENTS_STAGE.steps}); 0 skips it")
     build.add_argument("--longest-steps", type=NON_NEGATIVE, default=0,
                        help=f"steps of the optional longest-clip stage ({longest_frames} frames; the recipe "
                             f"tried is {LONGEST_STAGE.steps}); 0 skips it")
@@ -97,6 +103,9 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", type=POSITIVE, nargs="+", default=list(default.clips),
                         help="held-out clips per length (one number for all, or one per length; at least 2)")
     parser.add_argument("--max-new-tokens", type=POSITIVE, default=default.max_new_tokens, help="longest description")
+    parser.add_argument("--events", type=POSITIVE, default=None,
+                        help="give every clip this many events (a probe: does recall fall with the count at a "
+                             "short length?); default: the length's own count, 2 below 20 frames up to 8 at 128")
     flags.add_dtype_flag(parser, "evaluation dtype; auto: bf16 where the CPU has bf16 units (AMX, AVX512-BF16), "
                                  "else fp32", default="auto", only=("auto", "bf16", "fp32"))
     parser.add_argument("--json", default=None, help="also write the full report (every description) to this file")
@@ -110,14 +119,15 @@ def _eval_config(args: argparse.Namespace):
     from ..testbed.evaluate import EvalConfig
 
     try:
-        return EvalConfig(lengths=tuple(args.lengths), clips=tuple(args.clips), max_new_tokens=args.max_new_tokens)
+        return EvalConfig(lengths=tuple(args.lengths), clips=tuple(args.clips), max_new_tokens=args.max_new_tokens,
+                          events=args.events)
     except ValueError as err:  # --clips: not one per length, or below 2
         raise InvalidInputError(f"--clips {' '.join(map(str, args.clips))}: {err}") from None
 
 
 def run_build(args: argparse.Namespace) -> int:
     from ..testbed.build import build_testbed
-    from ..testbed.training import LONG_STAGE, LONGEST_STAGE, TrainConfig
+    from ..testbed.training import EVENTS_STAGE, LONG_STAGE, LONGEST_STAGE, TrainConfig
 
     evaluation = None if args.no_eval else _eval_config(args)
     flags.writable(args.out, "--out", kind="file")
@@ -126,7 +136,8 @@ def run_build(args: argparse.Namespace) -> int:
     flags.set_threads(args.threads)
     cfg = TrainConfig(seed=args.seed, steps=args.steps, rank=args.lora_rank, lr=args.lr)
     later = [dataclasses.replace(stage, steps=steps) if steps else None
-             for stage, steps in ((LONG_STAGE, args.long_steps), (LONGEST_STAGE, args.longest_steps))]
+             for stage, steps in ((LONG_STAGE, args.long_steps), (EVENTS_STAGE, args.events_steps),
+                                  (LONGEST_STAGE, args.longest_steps))]
     if not build_testbed(args.out, cfg, work=args.work, language=args.language, command=flags.command_line(args),
                          later=later):
         print("build stopped; rerun the same command to resume from its checkpoint", file=sys.stderr)
@@ -146,9 +157,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _run_eval(weights, args: argparse.Namespace, evaluation, update_manifest: bool) -> int:
     import json
-    import platform
     import time
 
+    from ..precision import cpu_description
     from ..testbed import load_testbed
     from ..testbed.build import write_manifest
     from ..testbed.evaluate import bar_checks, evaluate_testbed, format_table
@@ -163,7 +174,7 @@ def _run_eval(weights, args: argparse.Namespace, evaluation, update_manifest: bo
         "weights": str(COMMITTED_WEIGHTS if weights == COMMITTED else weights),
         "dtype": dtype_name,
         "generation": {"do_sample": False, "repetition_penalty": model.generation_config.repetition_penalty},
-        "machine": f"{platform.processor() or platform.machine()}, {args.threads} threads",
+        "machine": f"{cpu_description()}, {args.threads} threads",
         "date": time.strftime("%Y-%m-%d"),
         "all_bars_met": met,
         "lengths": [dataclasses.asdict(r) for r in reports],

