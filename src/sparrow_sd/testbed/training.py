@@ -119,12 +119,12 @@ EVENTS_STAGE = TrainConfig(
 The base and long recipes give a clip its length's event count, so no clip under
 20 frames held more than 2 events and none under 120 frames held 8; v2.3 wrote 3-4
 events and stopped, at every length. Measured on v2.3 at 16 frames (3,137 visual
-tokens), 4 held-out clips: event recall 1.00 with 2 events and 0.38 with 8: the count,
-as much as the distance, held its 25k recall to 0.25 (8 events there). Short clips
+tokens), 4 held-out clips: event recall 1.00 with 2 events and 0.38 with 8, so the
+count was the first suspect for its 25k recall of 0.25 (8 events there). Short clips
 teach the many-event descriptions cheaply (16 frames is the shortest clip that holds 8;
 a step costs 65-100 s on a 2-core AVX2 CPU in fp32); the long stage before it
 taught the distance. 48 steps moved that probe's recall from 0.38 to 0.50 (v2.5 in
-docs/testbed.md); off by default until its full evaluation."""
+docs/testbed.md) but lowered 25k's to 0.17, so it is off by default (not adopted)."""
 
 
 LONGEST_STAGE = TrainConfig(
