@@ -343,3 +343,11 @@ def test_testbed_build_passes_the_later_stages(tmp_path, monkeypatch, capsys):
 
 def test_testbed_eval_refuses_too_few_clips_before_loading(capsys):
     one_line_error(capsys, ["testbed", "eval", "--clips", "1"], "--clips 1", "at least 2 clips")
+
+
+def test_testbed_eval_penalty_probe_never_lands_in_the_manifest(capsys):
+    """The manifest holds the weights' evaluation under their own generation config, so a penalty
+    probe with --update-manifest is refused (before any model loads), and a bad penalty too."""
+    one_line_error(capsys, ["testbed", "eval", "--repetition-penalty", "1", "--update-manifest"],
+                   "--update-manifest", "--repetition-penalty")
+    one_line_error(capsys, ["testbed", "eval", "--repetition-penalty", "0"], "--repetition-penalty", "above 0")

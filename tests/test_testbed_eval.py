@@ -5,7 +5,7 @@ import math
 import pytest
 
 from sparrow_sd.synth import make_clip
-from sparrow_sd.testbed.evaluate import EvalConfig, LengthReport, bar_checks, evaluate_length, format_table
+from sparrow_sd.testbed.evaluate import EvalConfig, LengthReport, bar_checks, describe, evaluate_length, format_table
 from sparrow_sd.testbed.metrics import (
     distinct_4grams,
     event_recall,
@@ -77,6 +77,23 @@ def test_an_events_probe_gives_every_clip_that_many_events():
     assert [s["events"] for s in report.samples] == [3, 3]
     with pytest.raises(ValueError, match="at least 1"):
         EvalConfig(events=0)
+
+
+def test_a_penalty_probe_decodes_as_generate_does_with_that_penalty():
+    """--repetition-penalty: each description is Hugging Face's greedy generate() under that penalty."""
+    model, processor = build_tiny_testbed(seed=0), TinyTestbedProcessor()
+    frames = make_clip(7, num_frames=4, height=40, width=40, num_events=1).frames
+    inputs = processor(processor.config.describe_prompt, frames)
+    texts = {}
+    for penalty in (1.0, 0.2):  # below 1 it favours the tokens seen: the texts must part
+        ours = describe(model, processor, frames, 12, repetition_penalty=penalty).tokens
+        theirs = model.generate(**inputs, max_new_tokens=12, do_sample=False,
+                                repetition_penalty=penalty)[0, inputs["input_ids"].shape[1]:].tolist()
+        assert ours == [t for t in theirs if t not in (processor.eos_token_id, processor.pad_token_id)]
+        texts[penalty] = ours
+    assert texts[1.0] != texts[0.2]  # the probe's setting reached the decoding
+    with pytest.raises(ValueError, match="> 0"):
+        EvalConfig(repetition_penalty=0.0)
 
 
 def test_bars():

@@ -90,6 +90,9 @@ def _add_eval(testbed_sub) -> None:
     flags.add_common_flags(evaluate)
     evaluate.add_argument("--weights", default="committed", help="LoRA file, or 'committed' (the shipped one)")
     evaluate.add_argument("--update-manifest", action="store_true", help="store the report in the weights' manifest")
+    evaluate.add_argument("--repetition-penalty", type=POSITIVE_FLOAT, default=None,
+                          help="decode with this repetition penalty instead of the testbed's generation config's "
+                               "(a probe; 1 turns it off)")
     _add_eval_flags(evaluate)
     evaluate.set_defaults(func=run_eval)
 
@@ -120,7 +123,7 @@ def _eval_config(args: argparse.Namespace):
 
     try:
         return EvalConfig(lengths=tuple(args.lengths), clips=tuple(args.clips), max_new_tokens=args.max_new_tokens,
-                          events=args.events)
+                          events=args.events, repetition_penalty=getattr(args, "repetition_penalty", None))
     except ValueError as err:  # --clips: not one per length, or below 2
         raise InvalidInputError(f"--clips {' '.join(map(str, args.clips))}: {err}") from None
 
@@ -149,6 +152,9 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     evaluation = _eval_config(args)
+    if args.update_manifest and args.repetition_penalty is not None:
+        raise InvalidInputError("--update-manifest stores the weights' evaluation under their own generation "
+                                "config; drop --repetition-penalty (a probe) or --update-manifest")
     if args.json:
         flags.writable(args.json, "--json", kind="file")
     flags.set_threads(args.threads)
@@ -173,7 +179,8 @@ def _run_eval(weights, args: argparse.Namespace, evaluation, update_manifest: bo
     result = {
         "weights": str(COMMITTED_WEIGHTS if weights == COMMITTED else weights),
         "dtype": dtype_name,
-        "generation": {"do_sample": False, "repetition_penalty": model.generation_config.repetition_penalty},
+        "generation": {"do_sample": False, "repetition_penalty": evaluation.repetition_penalty
+                       or model.generation_config.repetition_penalty},
         "machine": f"{cpu_description()}, {args.threads} threads",
         "date": time.strftime("%Y-%m-%d"),
         "all_bars_met": met,

@@ -48,6 +48,7 @@ class EvalConfig:
     max_new_tokens: int = 320
     max_events: int = 8
     events: int | None = None  # every clip holds this many events (a probe); None: the length's own count
+    repetition_penalty: float | None = None  # a probe of the decoding; None: the model's generation config
     seed_base: int = EVAL_SEED_BASE
 
     def __post_init__(self) -> None:
@@ -57,6 +58,8 @@ class EvalConfig:
             raise ValueError("each length needs at least 2 clips (the other-clip control pairs them)")
         if self.events is not None and self.events < 1:
             raise ValueError("events must be at least 1")
+        if self.repetition_penalty is not None and not self.repetition_penalty > 0:
+            raise ValueError("repetition_penalty must be > 0")
 
     def clips_at(self, index: int) -> int:
         return self.clips[0] if len(self.clips) == 1 else self.clips[index]
@@ -88,13 +91,16 @@ class Description:
     decode_ms_per_token: float | None  # between the first and the last new token
 
 
-def describe(model, processor: TestbedProcessor, frames, max_new_tokens: int) -> Description:
+def describe(model, processor: TestbedProcessor, frames, max_new_tokens: int,
+             repetition_penalty: float | None = None) -> Description:
     """The target's greedy description of ``frames`` (new tokens, end-of-turn dropped), timed.
 
-    ``model``: the target or its adapter (wrap it once for many descriptions)."""
+    ``model``: the target or its adapter (wrap it once for many descriptions).
+    ``repetition_penalty``: None keeps the model's generation config's."""
     target = wrap_target(model)
     inputs = processor(processor.config.describe_prompt, frames, dtype=target.model.dtype)
-    result = SpeculativeGenerator(target).generate(inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    result = SpeculativeGenerator(target).generate(inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                                   repetition_penalty=repetition_penalty)
     tokens, stats = result.tokens, result.stats
     decode = stats.decode_s / (len(tokens) - 1) * 1000 if len(tokens) > 1 else None
     kept = [t for t in tokens if t not in (processor.eos_token_id, processor.pad_token_id)]
@@ -123,7 +129,7 @@ def evaluate_length(model, processor: TestbedProcessor, visual_tokens: int, clip
         seed = config.seed_base + i
         events = config.events or bounded_num_events(frames, config.max_events)
         clip = make_clip(seed, num_frames=frames, height=size, width=size, num_events=events)
-        result = describe(target, processor, clip.frames, config.max_new_tokens)
+        result = describe(target, processor, clip.frames, config.max_new_tokens, config.repetition_penalty)
         tokens, text = result.tokens, processor.decode(result.tokens)
         timings.append(result)
         scenes.append(clip.scene)
@@ -134,7 +140,8 @@ def evaluate_length(model, processor: TestbedProcessor, visual_tokens: int, clip
         log(f"  clip {seed}: {len(tokens)} tokens: {text}")
         bar.update(1)
     bar.close()
-    blank = processor.decode(describe(target, processor, blank_frames(frames, size, size), config.max_new_tokens).tokens)
+    blank = processor.decode(describe(target, processor, blank_frames(frames, size, size), config.max_new_tokens,
+                                      config.repetition_penalty).tokens)
     log(f"  blank video: {blank}")
     other = [grounding(texts[(i + 1) % clips], scenes[i]) for i in range(clips)]
     return LengthReport(
