@@ -1,4 +1,5 @@
 import functools
+import signal
 
 import pytest
 import torch
@@ -6,6 +7,19 @@ import torch
 from sparrow_sd.testing import build_tiny_model, make_video_inputs
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """A test (or the code it runs) that leaves its own SIGINT/SIGTERM handler behind fails here,
+    at the test that leaked it, instead of swallowing a later test's Ctrl-C."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    after = {sig: signal.getsignal(sig) for sig in before}
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+    leaked = {signal.Signals(sig).name: after[sig] for sig in before if after[sig] is not before[sig]}
+    assert not leaked, f"signal handlers left behind: {leaked}"
 
 
 @functools.lru_cache(maxsize=None)

@@ -336,28 +336,29 @@ def test_a_stop_during_a_shards_bookkeeping_is_delivered_after_it():
     assert steps == ["bookkeeping done", "stopped"]
 
 
-def test_ctrl_c_in_any_command_is_one_line(world, capsys, monkeypatch):
-    """A real SIGINT to this process while `sparrow generate` loads its model."""
-    import sparrow_sd.models as models
+def test_ctrl_c_in_any_command_is_one_line(world):
+    """A real SIGINT to a `sparrow generate` process while it loads its model: one line, exit 130.
 
-    def interrupted(*args, **kwargs):
-        # A process-wide SIGINT may land on one of torch's threads; Python then runs its handler
-        # in the main thread at the next bytecode check, which a single sleep(5) followed by a
-        # return never reaches (the CLI then failed on the None "model", exit 1, in a full suite
-        # run on a 2-core AVX2 machine). Short sleeps in a loop give it those checks.
-        os.kill(os.getpid(), signal.SIGINT)
-        for _ in range(500):
-            time.sleep(0.01)
-        pytest.fail("the SIGINT never arrived")
-
-    monkeypatch.setattr(models, "load_target", interrupted)
-    monkeypatch.setattr("sparrow_sd.commands.generate.load_target", interrupted)
-    try:
-        code, _, err = run_cli(capsys, ["generate", "--model", "tiny:qwen2_vl", "--video", str(world["mp4"]),
-                                        "--prompt", "hi"])
-    except KeyboardInterrupt:
-        pytest.fail("KeyboardInterrupt escaped main(): the user gets a traceback")
-    assert code == 130 and err == "sparrow: interrupted (SIGINT)\n"
+    In a process of its own: inside the full suite (not alone) the signal sent to the pytest
+    process sometimes never reached Python's handler within 5 s on the 2-core AVX2 machine,
+    with the handler itself unchanged (checked by conftest), so the suite's state is kept out."""
+    script = (
+        "import os, signal, sys, time\n"
+        "import sparrow_sd.commands.generate as command\n"
+        "import sparrow_sd.models as models\n"
+        "from sparrow_sd.cli import main\n"
+        "def interrupted(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    for _ in range(1000):\n"
+        "        time.sleep(0.01)\n"
+        "    sys.exit(99)  # the SIGINT never arrived\n"
+        "models.load_target = command.load_target = interrupted\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    argv = ["generate", "--model", "tiny:qwen2_vl", "--video", str(world["mp4"]), "--prompt", "hi"]
+    done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in done.stderr, done.stderr  # a KeyboardInterrupt that escaped main()
+    assert done.returncode == 130 and done.stderr == "sparrow: interrupted (SIGINT)\n", (done.returncode, done.stderr)
 
 
 # --- 4, 5, 6: what the video really gave -----------------------------------------------------------
