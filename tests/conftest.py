@@ -9,17 +9,37 @@ from sparrow_sd.testing import build_tiny_model, make_video_inputs
 torch.set_num_threads(2)
 
 
+def _os_ignored(signals) -> set:
+    """The signals of ``signals`` whose OS-level disposition is SIG_IGN (Linux: /proc), whatever
+    Python's own table says (C code can change a disposition behind it)."""
+    try:
+        with open("/proc/self/status") as status:
+            bits = int(next(line for line in status if line.startswith("SigIgn:")).split()[1], 16)
+    except (OSError, StopIteration):
+        return set()
+    return {sig for sig in signals if bits >> (sig - 1) & 1}
+
+
 @pytest.fixture(autouse=True)
-def _signal_handlers_restored():
-    """A test (or the code it runs) that leaves its own SIGINT/SIGTERM handler behind fails here,
-    at the test that leaked it, instead of swallowing a later test's Ctrl-C."""
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _signal_handling_restored():
+    """A test (or the code it runs) that leaves its own SIGINT/SIGTERM handler behind, or those
+    signals blocked in the main thread (a mask that child processes inherit), fails here, at
+    the test that leaked it, instead of swallowing a later test's Ctrl-C."""
+    stops = {signal.SIGINT, signal.SIGTERM}
+    before = {sig: signal.getsignal(sig) for sig in stops}
+    mask_before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    ignored_before = _os_ignored(stops)
     yield
+    ignored = sorted(signal.Signals(sig).name for sig in _os_ignored(stops) - ignored_before)
+    assert not ignored, f"signals ignored at the OS level after this test: {ignored}"
     after = {sig: signal.getsignal(sig) for sig in before}
+    mask_after = signal.pthread_sigmask(signal.SIG_SETMASK, mask_before)
     for sig, handler in before.items():
         signal.signal(sig, handler)
     leaked = {signal.Signals(sig).name: after[sig] for sig in before if after[sig] is not before[sig]}
     assert not leaked, f"signal handlers left behind: {leaked}"
+    blocked = sorted(signal.Signals(sig).name for sig in (mask_after - mask_before) & stops)
+    assert not blocked, f"signals left blocked in the main thread: {blocked}"
 
 
 @functools.lru_cache(maxsize=None)
