@@ -118,12 +118,12 @@ def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
 # --- the commands -------------------------------------------------------------------------------
 
 
-def _eval_config(args: argparse.Namespace):
+def _eval_config(args: argparse.Namespace, repetition_penalty: float | None = None):
     from ..testbed.evaluate import EvalConfig
 
     try:
         return EvalConfig(lengths=tuple(args.lengths), clips=tuple(args.clips), max_new_tokens=args.max_new_tokens,
-                          events=args.events, repetition_penalty=getattr(args, "repetition_penalty", None))
+                          events=args.events, repetition_penalty=repetition_penalty)
     except ValueError as err:  # --clips: not one per length, or below 2
         raise InvalidInputError(f"--clips {' '.join(map(str, args.clips))}: {err}") from None
 
@@ -151,7 +151,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    evaluation = _eval_config(args)
+    evaluation = _eval_config(args, args.repetition_penalty)  # a probe flag of eval only, not of build
     if args.update_manifest and args.repetition_penalty is not None:
         raise InvalidInputError("--update-manifest stores the weights' evaluation under their own generation "
                                 "config; drop --repetition-penalty (a probe) or --update-manifest")
