@@ -202,3 +202,37 @@ def test_a_checkpoint_that_continued_other_stages_is_refused(tmp_path):
     with pytest.raises(InvalidInputError, match="continued other training stages"):
         train_lora(build_tiny_testbed(seed=0), processor, short, checkpoint_path=path, log=lambda s: None,
                    lineage="[2]")
+
+
+def test_without_the_video_gradient_the_loss_is_the_same_the_gradient_reaches_the_lora_and_it_learns():
+    """video_gradient=False: the video runs once without autograd into a cache; only the text's positions train."""
+    processor = TinyTestbedProcessor()
+    model = build_tiny_testbed(seed=0)
+    lora = train_lora(model, processor, dataclasses.replace(TINY, steps=3), log=lambda s: None)  # a LoRA that is not zero
+    example = make_example(100_000, 4, processor, TINY)
+    grads = {}
+    for video_gradient in (True, False):
+        model.train()
+        loss = answer_loss(model, example, video_gradient)
+        loss.backward()
+        grads[video_gradient] = (float(loss.detach()), {n: p.grad.clone() for n, p in lora.named_parameters()})
+        lora.zero_grad(set_to_none=True)
+    model.eval()
+    assert grads[False][0] == pytest.approx(grads[True][0], rel=1e-5)
+    frozen, full = grads[False][1], grads[True][1]
+    assert all(g.abs().sum() > 0 for g in frozen.values())  # every LoRA matrix still learns from the answer
+    assert any(not torch.allclose(frozen[n], full[n], rtol=1e-3, atol=1e-7) for n in full)  # the video's path is cut
+
+    held_out = [make_example(100_000 + i, 4, processor, TINY) for i in range(3)]
+    fresh = build_tiny_testbed(seed=0)
+    with torch.no_grad():
+        before = sum(float(answer_loss(fresh, e)) for e in held_out)
+    train_lora(fresh, processor, dataclasses.replace(TINY, steps=30, video_gradient=False), log=lambda s: None)
+    with torch.no_grad():
+        after = sum(float(answer_loss(fresh, e, video_gradient=False)) for e in held_out)
+    assert after < 0.8 * before
+
+
+def test_a_recipe_recomputing_activations_the_frozen_video_does_not_keep_is_refused():
+    with pytest.raises(InvalidInputError, match="video_gradient"):
+        dataclasses.replace(TINY, checkpoint_activations=True, video_gradient=False)

@@ -27,6 +27,7 @@ enough to commit, and step ``k`` always draws the same clip.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 import time
@@ -64,7 +65,12 @@ class TrainConfig:
     frames, 8 from 120), so a short clip never shows more than 4. ``"up-to-max"``
     draws the count uniformly from that up to ``max_events`` (at most one event per
     two frames), so the many-event descriptions of long videos are learnt on short,
-    cheap clips."""
+    cheap clips.
+
+    ``video_gradient``: False runs the prompt, video included, without autograd into a
+    cache and trains on the answer's positions only (:func:`answer_loss`): a long
+    video then costs about one forward a step instead of a forward, a recomputation
+    and a backward, so more steps at 25k fit in a session."""
 
     steps: int = 120
     lr: float = 4e-4
@@ -81,6 +87,7 @@ class TrainConfig:
     height: int = 112
     seed: int = 0
     checkpoint_activations: bool = False
+    video_gradient: bool = True
 
     def __post_init__(self) -> None:
         if len(self.frames) != len(self.frame_weights) or not self.frames:
@@ -89,6 +96,9 @@ class TrainConfig:
             raise InvalidInputError("steps, rank and frame counts must be positive")
         if self.events not in EVENT_COUNTS:
             raise InvalidInputError(f"events must be one of {', '.join(EVENT_COUNTS)}, got {self.events!r}")
+        if self.checkpoint_activations and not self.video_gradient:
+            raise InvalidInputError("checkpoint_activations recomputes the video's activations, which "
+                                    "video_gradient=False keeps none of: set one or the other")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -202,14 +212,30 @@ def step_example(step: int, processor: TestbedProcessor, config: TrainConfig) ->
     return make_example(TRAIN_SEED_BASE + config.seed * 100_000 + step, frames, processor, config, blank, events)
 
 
-def answer_loss(model, example: Example) -> torch.Tensor:
-    """Mean cross-entropy of the answer tokens; the LM head runs on those positions only."""
-    ids = torch.tensor([example.prompt_ids + example.answer_ids])
+def answer_loss(model, example: Example, video_gradient: bool = True) -> torch.Tensor:
+    """Mean cross-entropy of the answer tokens; the LM head runs on those positions only.
+
+    ``video_gradient=False``: the prompt but its last token (the whole video) runs first
+    without autograd into a cache; the last prompt token and the answer then run on it with
+    autograd. The loss is the same; the gradient reaches the LoRA through the text's own
+    positions only, the video's keys and values held at this step's values (they read the
+    video with the LoRA as it is, but are not themselves trained by this step)."""
     pixels = example.pixel_values_videos.to(model.dtype)
-    hidden = model.model(input_ids=ids, pixel_values_videos=pixels, use_cache=False).last_hidden_state
-    start = len(example.prompt_ids) - 1
-    logits = model.lm_head(hidden[0, start : start + len(example.answer_ids)])
-    return F.cross_entropy(logits.float(), torch.tensor(example.answer_ids))
+    answer = example.answer_ids
+    if video_gradient:
+        ids = torch.tensor([example.prompt_ids + answer])
+        hidden = model.model(input_ids=ids, pixel_values_videos=pixels, use_cache=False).last_hidden_state
+        start = len(example.prompt_ids) - 1
+        hidden = hidden[0, start : start + len(answer)]
+    else:
+        name = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
+        with torch.no_grad():
+            prefix = model.model(input_ids=torch.tensor([example.prompt_ids[:-1]]), pixel_values_videos=pixels,
+                                 use_cache=True)
+        rest = torch.tensor([example.prompt_ids[-1:] + answer[:-1]])
+        hidden = model.model(input_ids=rest, **{name: getattr(prefix, name)}, use_cache=True).last_hidden_state[0]
+    logits = model.lm_head(hidden)
+    return F.cross_entropy(logits.float(), torch.tensor(answer))
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -300,7 +326,7 @@ def train_lora(model, processor: TestbedProcessor, config: TrainConfig, checkpoi
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         with fast_autocast("cpu"):
-            loss = answer_loss(model, example)
+            loss = answer_loss(model, example, config.video_gradient)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(lora.parameters(), 1.0)
         optimizer.step()
