@@ -38,3 +38,16 @@ def test_a_shipped_draft_is_lossless_and_accepts_on_the_committed_target(committ
         inputs, max_new_tokens=32)
     assert result.tokens == reference
     assert result.stats.tau >= 2.0, f"{name}: tau {result.stats.tau:.2f} on a 1k-token clip (trained: about 4-4.5)"
+
+
+MAX_SHIPPED_BYTES = 20_000_000  # the repository's bar for one committed file (20 MB)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_draft_stays_under_the_repositorys_20_mb_bar(name):
+    """The packs ride in every clone and wheel; a draft over the bar needs a smaller MLP, not a split file."""
+    folder = COMMITTED_DRAFTS / name
+    sizes = {path.name: path.stat().st_size for path in folder.iterdir() if path.is_file()}
+    assert sizes, f"{folder} holds no files"
+    too_big = {file: size for file, size in sizes.items() if size > MAX_SHIPPED_BYTES}
+    assert not too_big, f"{name}: {too_big} bytes (bar {MAX_SHIPPED_BYTES:,})"
