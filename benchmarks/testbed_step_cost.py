@@ -17,7 +17,7 @@ import torch
 from sparrow_sd.precision import fast_autocast
 from sparrow_sd.testbed import load_testbed
 from sparrow_sd.testbed.lora import LoRA
-from sparrow_sd.testbed.training import LONG_STAGE, TRAIN_SEED_BASE, answer_loss, make_example
+from sparrow_sd.testbed.training import LONG_STAGE, TRAIN_SEED_BASE, answer_loss, make_example, recompute_activations
 
 
 def timed_step(model, lora: LoRA, example, video_gradient: bool) -> tuple[float, float]:
@@ -47,13 +47,9 @@ def main() -> None:
     example = make_example(TRAIN_SEED_BASE + 999, args.frames, processor, LONG_STAGE)
     tokens = len(example.prompt_ids) + len(example.answer_ids)
     model.train()
-    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers 5.x's name, else 4.x's
-    if enable is not None:
-        enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    recompute_activations(model, True)  # as the long stages train
     full = timed_step(model, lora, example, video_gradient=True)
-    (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
+    recompute_activations(model, False)
     frozen = timed_step(model, lora, example, video_gradient=False)
     print(f"{args.frames} frames, {tokens} tokens ({len(example.answer_ids)} answer):")
     print(f"  whole video, activations recomputed: {full[1]:7.1f} s  loss {full[0]:.4f}")

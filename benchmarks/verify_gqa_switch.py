@@ -16,26 +16,10 @@ import time
 import torch
 
 import sparrow_sd.targets.base as target_base
-from sparrow_sd.bench.tune import _balanced_parents
+from sparrow_sd.bench.tune import session_verify_costs
 from sparrow_sd.targets import TargetSession, wrap_target
 from sparrow_sd.testing import frames_for_tokens, make_video_inputs
 from sparrow_sd.testing.shaped import testbed_shaped_model
-from sparrow_sd.tree import tree_attention_mask, tree_depths
-
-
-def median_verify_ms(session: TargetSession, root: int, nodes: int, repeats: int = 3) -> float:
-    """Median wall time of verifying a balanced tree of ``nodes`` tokens, rewound after each (one warm-up)."""
-    parents = _balanced_parents(nodes)
-    tokens = torch.full((nodes,), root, dtype=torch.long)
-    mask, depths = tree_attention_mask(parents), tree_depths(parents)
-    times = []
-    for attempt in range(repeats + 1):
-        start = time.perf_counter()
-        session.verify(tokens, mask, depths)
-        if attempt:
-            times.append(time.perf_counter() - start)
-        session.rewind()
-    return sorted(times)[len(times) // 2] * 1000
 
 
 def main() -> None:
@@ -56,7 +40,8 @@ def main() -> None:
         try:
             for name, switch in (("on", switch_on), ("off", contextlib.nullcontext)) * 2:
                 target_base.sdpa_native_gqa = switch  # what verify() enters around its forward
-                row = "  ".join(f"{n} nodes {median_verify_ms(session, root, n):.0f} ms" for n in (1, 8))
+                costs = session_verify_costs(session, root, (1, 8))
+                row = "  ".join(f"{n} nodes {seconds * 1000:.0f} ms" for n, seconds in costs.items())
                 print(f"{args.visual_tokens} visual tokens, switch {name}: {row}", flush=True)
         finally:
             target_base.sdpa_native_gqa = switch_on

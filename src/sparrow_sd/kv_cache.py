@@ -18,6 +18,8 @@ It plugs into the unmodified Hugging Face models as a regular ``Cache``: they ca
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
@@ -122,3 +124,9 @@ class PreallocatedCache(Cache):
                 total += layer.keys.numel() * layer.keys.element_size()
                 total += layer.values.numel() * layer.values.element_size()
         return total
+
+
+def cache_argument(module) -> str:
+    """The name ``module.forward`` takes its cache by: transformers 5.24 renamed ``past_key_values``
+    to ``cache`` (the old name still works, with a warning); model outputs carry it under the same name."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"

@@ -35,24 +35,33 @@ def verify_cost_curve(model, inputs, node_counts: Sequence[int] = (1, 2, 4, 8, 1
                       repeats: int = 3) -> dict[int, float]:
     """Median seconds of one verify forward for each tree size, after one prefill of ``inputs``."""
     target = wrap_target(model)
-    root = int(inputs["input_ids"][0, -1])
-    costs: dict[int, float] = {}
     with TargetSession(target, inputs, room=max(node_counts) + 1) as session:
-        for n in node_counts:
-            parents = _balanced_parents(n)
-            tokens = torch.full((n,), root, dtype=torch.long, device=target.device)
-            mask, depths = tree_attention_mask(parents), tree_depths(parents)
-            session.verify(tokens, mask, depths)  # warm-up (allocations, kernels)
-            session.rewind()  # keep none of the tree: the next verify sees the same cache
-            times = []
-            for _ in range(repeats):
-                synchronize(target.device)
-                start = time.perf_counter()
-                session.verify(tokens, mask, depths)
-                synchronize(target.device)
-                times.append(time.perf_counter() - start)
-                session.rewind()
-            costs[n] = sorted(times)[len(times) // 2]
+        return session_verify_costs(session, int(inputs["input_ids"][0, -1]), node_counts, repeats)
+
+
+@torch.inference_mode()
+def session_verify_costs(session: TargetSession, root: int, node_counts: Sequence[int],
+                         repeats: int = 3) -> dict[int, float]:
+    """Median seconds of verifying a balanced tree of each size (all ``root``) on an open session.
+
+    One warm-up each; the session is rewound after every verify, so each sees the same cache."""
+    device = session.target.device
+    costs: dict[int, float] = {}
+    for n in node_counts:
+        parents = _balanced_parents(n)
+        tokens = torch.full((n,), root, dtype=torch.long, device=device)
+        mask, depths = tree_attention_mask(parents), tree_depths(parents)
+        session.verify(tokens, mask, depths)  # warm-up (allocations, kernels)
+        session.rewind()  # keep none of the tree: the next verify sees the same cache
+        times = []
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            session.verify(tokens, mask, depths)
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+            session.rewind()
+        costs[n] = sorted(times)[len(times) // 2]
     return costs
 
 

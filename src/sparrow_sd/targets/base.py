@@ -24,7 +24,6 @@ layer, from a forward hook, so no modeling file is forked.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,7 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError, UnsupportedModelError, VideoTokenMismatchError
-from ..kv_cache import PreallocatedCache
+from ..kv_cache import PreallocatedCache, cache_argument
 
 @contextmanager
 def sdpa_native_gqa() -> Iterator[None]:
@@ -142,8 +141,7 @@ class TargetAdapter(ABC):
             )
         self._additive_mask = attn == "eager"
         self.layer_types, self.sliding_window = _attention_layout(self.text_config)
-        # transformers 5.24 renamed the forward's `past_key_values` to `cache` (the old name warns)
-        self._cache_kwarg = "cache" if "cache" in inspect.signature(self.base.forward).parameters else "past_key_values"
+        self._cache_kwarg = cache_argument(self.base)
 
     # -- facts about the model -------------------------------------------------------------------
     @property

@@ -27,7 +27,6 @@ enough to commit, and step ``k`` always draws the same clip.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import os
 import time
@@ -40,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError
+from ..kv_cache import cache_argument
 from ..precision import fast_autocast
 from ..synth import BACKGROUND, bounded_num_events, make_clip
 from .config import TestbedConfig
@@ -228,7 +228,7 @@ def answer_loss(model, example: Example, video_gradient: bool = True) -> torch.T
         start = len(example.prompt_ids) - 1
         hidden = hidden[0, start : start + len(answer)]
     else:
-        name = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
+        name = cache_argument(model.model)
         with torch.no_grad():
             prefix = model.model(input_ids=torch.tensor([example.prompt_ids[:-1]]), pixel_values_videos=pixels,
                                  use_cache=True)
@@ -319,7 +319,7 @@ def train_lora(model, processor: TestbedProcessor, config: TrainConfig, checkpoi
 
     model.train()
     if config.checkpoint_activations:
-        _recompute_activations(model, True)
+        recompute_activations(model, True)
     for step in range(start, config.steps):
         began = time.perf_counter()
         example = step_example(step, processor, config)
@@ -342,7 +342,7 @@ def train_lora(model, processor: TestbedProcessor, config: TrainConfig, checkpoi
             log(f"stopped at step {step + 1}; rerun the same command to resume")
             break
     if config.checkpoint_activations:
-        _recompute_activations(model, False)
+        recompute_activations(model, False)
     model.eval()
     return lora
 
@@ -353,7 +353,7 @@ def _testbed_of(saved: Checkpoint | str) -> TestbedConfig:
     return TestbedConfig.from_json(text or "{}")
 
 
-def _recompute_activations(model, on: bool) -> None:
+def recompute_activations(model, on: bool) -> None:
     """Transformers' activation checkpointing (renamed from "gradient checkpointing" in 5.x; both spellings)."""
     kwargs = {"use_reentrant": False}
     if on and hasattr(model, "activation_checkpointing_enable"):
