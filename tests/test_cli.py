@@ -329,16 +329,20 @@ def test_testbed_build_passes_the_later_stages(tmp_path, monkeypatch, capsys):
             "--no-eval", "--threads", "1"]
     three = dataclasses.replace(LONG_STAGE, steps=3)
     events = dataclasses.replace(EVENTS_STAGE, steps=5)
+    frozen = dataclasses.replace(LONGEST_STAGE, steps=24, video_gradient=False, checkpoint_activations=False)
     for extra, later in (([], [LONG_STAGE, None, None]),
                          (["--longest-steps", "6"], [LONG_STAGE, None, LONGEST_STAGE]),
                          (["--long-steps", "3", "--longest-steps", "6"], [three, None, LONGEST_STAGE]),
                          (["--long-steps", "3"], [three, None, None]),
                          (["--events-steps", "5"], [LONG_STAGE, events, None]),
-                         (["--long-steps", "0", "--longest-steps", "6"], [None, None, LONGEST_STAGE])):
+                         (["--long-steps", "0", "--longest-steps", "6"], [None, None, LONGEST_STAGE]),
+                         (["--longest-steps", "24", "--longest-frozen-video"], [LONG_STAGE, None, frozen])):
         assert main(base + extra) == 0
         train, kw = calls.pop()
         assert kw["later"] == later and kw["command"] == "sparrow " + shlex.join(base + extra)
     one_line_error(capsys, base + ["--long-steps", "-1"], "--long-steps", "at least 0")
+    one_line_error(capsys, base + ["--longest-frozen-video"], "--longest-frozen-video", "--longest-steps 0")
+    assert not calls  # refused before any build
 
 
 def test_testbed_eval_refuses_too_few_clips_before_loading(capsys):

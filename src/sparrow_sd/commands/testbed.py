@@ -73,6 +73,10 @@ def _add_build(testbed_sub) -> None:
     build.add_argument("--longest-steps", type=NON_NEGATIVE, default=0,
                        help=f"steps of the optional longest-clip stage ({longest_frames} frames; the recipe "
                             f"tried is {LONGEST_STAGE.steps}); 0 skips it")
+    build.add_argument("--longest-frozen-video", action="store_true",
+                       help="train the longest-clip stage on the answer only: the video runs once without "
+                            "gradient into a cache (one forward a step instead of a forward, a recomputation "
+                            "and a backward), so more steps at 22k-25k fit in a session")
     build.add_argument("--lora-rank", type=POSITIVE, default=recipe.rank, help="rank of the language model's LoRA")
     build.add_argument("--lr", type=POSITIVE_FLOAT, default=recipe.lr, help="peak learning rate")
     build.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
@@ -138,9 +142,14 @@ def run_build(args: argparse.Namespace) -> int:
         flags.writable(args.work, "--work")
     flags.set_threads(args.threads)
     cfg = TrainConfig(seed=args.seed, steps=args.steps, rank=args.lora_rank, lr=args.lr)
+    longest = (dataclasses.replace(LONGEST_STAGE, video_gradient=False, checkpoint_activations=False)
+               if args.longest_frozen_video else LONGEST_STAGE)
+    if args.longest_frozen_video and not args.longest_steps:
+        raise InvalidInputError("--longest-frozen-video changes the longest-clip stage, which --longest-steps 0 "
+                                "leaves out: give it steps")
     later = [dataclasses.replace(stage, steps=steps) if steps else None
              for stage, steps in ((LONG_STAGE, args.long_steps), (EVENTS_STAGE, args.events_steps),
-                                  (LONGEST_STAGE, args.longest_steps))]
+                                  (longest, args.longest_steps))]
     if not build_testbed(args.out, cfg, work=args.work, language=args.language, command=flags.command_line(args),
                          later=later):
         print("build stopped; rerun the same command to resume from its checkpoint", file=sys.stderr)
